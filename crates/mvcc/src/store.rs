@@ -1,0 +1,630 @@
+//! The multi-version store: the key index in memory, every revision's value in redb.
+//!
+//! One writer (the apply loop) and many readers. A write batch holds the index write lock
+//! while it applies and makes a non-durable redb commit, so a reader sees either none or all
+//! of a batch; readers copy what they need from the index under the read lock and fetch values
+//! from a redb read transaction begun under that lock, so they never block on value I/O.
+//! Batches commit without fsync: the WAL makes writes durable, and the applied index is written
+//! in the same redb transaction so replaying the WAL after a crash is idempotent.
+
+use std::path::{Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use cairn_proto::mvccpb::KeyValue;
+use prost::Message;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::MvccError;
+use crate::key_index::{KeyIndex, KeyRevision};
+use crate::revision::Revision;
+
+/// Every change, keyed by revision; the value is a record kind byte and a protobuf `KeyValue`.
+const KV_TABLE: TableDefinition<u128, &[u8]> = TableDefinition::new("kv");
+/// Small named integers: the applied raft index, the compacted revision, member metadata.
+const META_TABLE: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const META_APPLIED_INDEX: &str = "applied_index";
+const META_COMPACTED_REVISION: &str = "compacted_revision";
+
+const RECORD_PUT: u8 = 0;
+const RECORD_TOMBSTONE: u8 = 1;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RangeOptions {
+    /// Store revision to read at; 0 means the view's revision.
+    pub revision: i64,
+    /// Maximum number of key-values returned; 0 means no limit. `count` ignores it.
+    pub limit: usize,
+    pub count_only: bool,
+    pub keys_only: bool,
+}
+
+#[derive(Debug, Default, PartialEq)]
+pub struct RangeResult {
+    pub kvs: Vec<KeyValue>,
+    /// Number of keys in the range at the revision, whatever the limit.
+    pub count: usize,
+    /// The revision the range was read at.
+    pub revision: i64,
+}
+
+#[derive(Debug)]
+struct IndexState {
+    index: KeyIndex,
+    current: i64,
+    compacted: i64,
+}
+
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+    state: RwLock<IndexState>,
+}
+
+fn backend<E: Into<redb::Error>>(e: E) -> MvccError {
+    MvccError::Backend(e.into())
+}
+
+fn encode_record(kind: u8, kv: &KeyValue) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(1 + kv.encoded_len());
+    buf.push(kind);
+    kv.encode(&mut buf).expect("a Vec grows as needed");
+    buf
+}
+
+fn decode_record(revision: Revision, bytes: &[u8]) -> Result<(u8, KeyValue), MvccError> {
+    let corrupt = |reason: String| MvccError::Corrupt { revision, reason };
+    let (&kind, body) = bytes
+        .split_first()
+        .ok_or_else(|| corrupt("empty record".into()))?;
+    if kind != RECORD_PUT && kind != RECORD_TOMBSTONE {
+        return Err(corrupt(format!("unknown record kind {kind}")));
+    }
+    let kv = KeyValue::decode(body).map_err(|e| corrupt(e.to_string()))?;
+    Ok((kind, kv))
+}
+
+/// Collects the index entries of a range at `at`, under whatever lock the caller holds.
+fn collect_range(
+    index: &KeyIndex,
+    key: &[u8],
+    end: &[u8],
+    at: i64,
+    opts: &RangeOptions,
+) -> (Vec<KeyRevision>, usize) {
+    let mut found = Vec::new();
+    let mut count = 0usize;
+    index.visit_range(key, end, at, |_, kr| {
+        count += 1;
+        if !opts.count_only && (opts.limit == 0 || found.len() < opts.limit) {
+            found.push(kr);
+        }
+        true
+    });
+    (found, count)
+}
+
+fn fetch_values(
+    table: &impl ReadableTable<u128, &'static [u8]>,
+    found: Vec<KeyRevision>,
+    keys_only: bool,
+) -> Result<Vec<KeyValue>, MvccError> {
+    let mut kvs = Vec::with_capacity(found.len());
+    for kr in found {
+        let guard = table
+            .get(kr.modified.to_backend_key())
+            .map_err(backend)?
+            .ok_or_else(|| MvccError::Corrupt {
+                revision: kr.modified,
+                reason: "indexed revision missing from the backend".into(),
+            })?;
+        let (_, mut kv) = decode_record(kr.modified, guard.value())?;
+        if keys_only {
+            kv.value = Vec::new();
+        }
+        kvs.push(kv);
+    }
+    Ok(kvs)
+}
+
+fn check_readable(at: i64, current: i64, compacted: i64) -> Result<(), MvccError> {
+    if at > current {
+        return Err(MvccError::FutureRevision);
+    }
+    if at < compacted {
+        return Err(MvccError::Compacted);
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Opens (or creates) the backend file and rebuilds the key index from it.
+    pub fn open(path: &Path) -> Result<Store, MvccError> {
+        let db = Database::create(path).map_err(backend)?;
+        let txn = db.begin_write().map_err(backend)?;
+        let mut index = KeyIndex::new();
+        let (mut current, compacted);
+        {
+            let kv = txn.open_table(KV_TABLE).map_err(backend)?;
+            let meta = txn.open_table(META_TABLE).map_err(backend)?;
+            compacted = meta
+                .get(META_COMPACTED_REVISION)
+                .map_err(backend)?
+                .map_or(0, |v| v.value() as i64);
+            current = compacted;
+            for entry in kv.iter().map_err(backend)? {
+                let (k, v) = entry.map_err(backend)?;
+                let revision = Revision::from_backend_key(k.value());
+                let (kind, kv) = decode_record(revision, v.value())?;
+                if kind == RECORD_PUT {
+                    index.restore(&kv.key, revision, kv.create_revision, kv.version);
+                } else {
+                    index.tombstone(&kv.key, revision);
+                }
+                current = current.max(revision.main);
+            }
+        }
+        txn.commit().map_err(backend)?;
+        tracing::info!(
+            keys = index.len(),
+            revision = current,
+            compacted,
+            "mvcc store opened"
+        );
+        Ok(Store {
+            db,
+            path: path.to_owned(),
+            state: RwLock::new(IndexState {
+                index,
+                current,
+                compacted,
+            }),
+        })
+    }
+
+    fn read_state(&self) -> RwLockReadGuard<'_, IndexState> {
+        self.state
+            .read()
+            .expect("the index lock is never poisoned: writers do not panic while holding it")
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, IndexState> {
+        self.state
+            .write()
+            .expect("the index lock is never poisoned: writers do not panic while holding it")
+    }
+
+    pub fn current_revision(&self) -> i64 {
+        self.read_state().current
+    }
+
+    pub fn compacted_revision(&self) -> i64 {
+        self.read_state().compacted
+    }
+
+    /// The raft index of the last entry whose effects are in the backend.
+    pub fn applied_index(&self) -> Result<u64, MvccError> {
+        Ok(self.meta(META_APPLIED_INDEX)?.unwrap_or(0))
+    }
+
+    pub fn meta(&self, name: &str) -> Result<Option<u64>, MvccError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = match txn.open_table(META_TABLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(backend(e)),
+        };
+        Ok(table.get(name).map_err(backend)?.map(|v| v.value()))
+    }
+
+    /// Size of the backend file in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+
+    /// A consistent view at the current revision for one or more reads.
+    pub fn read_view(&self) -> Result<ReadView<'_>, MvccError> {
+        let state = self.read_state();
+        let txn = self.db.begin_read().map_err(backend)?;
+        Ok(ReadView {
+            store: self,
+            txn,
+            revision: state.current,
+        })
+    }
+
+    /// Applies one batch of raft entries ending at `applied_index`: `apply` runs with exclusive
+    /// access, then everything commits together (without fsync) and becomes visible to readers.
+    pub fn write<R>(
+        &self,
+        applied_index: u64,
+        apply: impl FnOnce(&mut Writer<'_>) -> Result<R, MvccError>,
+    ) -> Result<R, MvccError> {
+        let mut txn = self.db.begin_write().map_err(backend)?;
+        txn.set_durability(Durability::None).map_err(backend)?;
+        let mut state = self.write_state();
+        let before = (state.current, state.compacted);
+        let result = {
+            let mut writer = Writer {
+                kv: txn.open_table(KV_TABLE).map_err(backend)?,
+                state: &mut state,
+            };
+            let r = apply(&mut writer);
+            if r.is_ok() {
+                let mut meta = txn.open_table(META_TABLE).map_err(backend)?;
+                meta.insert(META_APPLIED_INDEX, applied_index)
+                    .map_err(backend)?;
+                meta.insert(META_COMPACTED_REVISION, writer.state.compacted as u64)
+                    .map_err(backend)?;
+            }
+            r
+        };
+        match result {
+            Ok(r) => {
+                txn.commit().map_err(backend)?;
+                debug_assert!(
+                    state.current >= before.0 && state.compacted >= before.1,
+                    "revisions never go backwards"
+                );
+                Ok(r)
+            }
+            Err(e) => {
+                // The index may hold part of the failed batch; the caller must stop applying.
+                drop(txn);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes a named integer (member metadata) durably.
+    pub fn set_meta(&self, name: &str, value: u64) -> Result<(), MvccError> {
+        let txn = self.db.begin_write().map_err(backend)?;
+        txn.open_table(META_TABLE)
+            .map_err(backend)?
+            .insert(name, value)
+            .map_err(backend)?;
+        txn.commit().map_err(backend)
+    }
+
+    /// Makes every earlier batch durable with one fsync'ed commit.
+    pub fn persist(&self) -> Result<(), MvccError> {
+        let txn = self.db.begin_write().map_err(backend)?;
+        txn.commit().map_err(backend)
+    }
+}
+
+/// A fixed revision of the store for reads; later writes do not change what it sees.
+pub struct ReadView<'a> {
+    store: &'a Store,
+    txn: redb::ReadTransaction,
+    revision: i64,
+}
+
+impl ReadView<'_> {
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    pub fn range(
+        &self,
+        key: &[u8],
+        end: &[u8],
+        opts: &RangeOptions,
+    ) -> Result<RangeResult, MvccError> {
+        let at = if opts.revision > 0 {
+            opts.revision
+        } else {
+            self.revision
+        };
+        let (found, count) = {
+            let state = self.store.read_state();
+            check_readable(at, self.revision, state.compacted)?;
+            collect_range(&state.index, key, end, at, opts)
+        };
+        let kvs = if found.is_empty() {
+            Vec::new()
+        } else {
+            let table = self.txn.open_table(KV_TABLE).map_err(backend)?;
+            fetch_values(&table, found, opts.keys_only)?
+        };
+        Ok(RangeResult {
+            kvs,
+            count,
+            revision: self.revision,
+        })
+    }
+}
+
+/// Exclusive access to the store for one batch of applied entries.
+pub struct Writer<'a> {
+    kv: redb::Table<'a, u128, &'static [u8]>,
+    state: &'a mut IndexState,
+}
+
+impl Writer<'_> {
+    pub fn current_revision(&self) -> i64 {
+        self.state.current
+    }
+
+    pub fn compacted_revision(&self) -> i64 {
+        self.state.compacted
+    }
+
+    /// Runs one request's changes as a single revision: every put and delete inside shares the
+    /// main revision `current + 1`; the store revision advances only if something changed.
+    pub fn txn<R>(
+        &mut self,
+        f: impl FnOnce(&mut TxnWriter<'_, '_>) -> Result<R, MvccError>,
+    ) -> Result<R, MvccError> {
+        let main = self.state.current + 1;
+        let mut txn = TxnWriter {
+            writer: self,
+            main,
+            sub: 0,
+        };
+        let r = f(&mut txn)?;
+        if txn.sub > 0 {
+            self.state.current = main;
+        }
+        Ok(r)
+    }
+
+    /// Forgets every revision older than `revision` that no read at or after it can see.
+    pub fn compact(&mut self, revision: i64) -> Result<(), MvccError> {
+        if revision <= self.state.compacted {
+            return Err(MvccError::Compacted);
+        }
+        if revision > self.state.current {
+            return Err(MvccError::FutureRevision);
+        }
+        let keep = self.state.index.compact(revision);
+        self.kv
+            .retain_in(..=Revision::last_backend_key_of(revision), |k, _| {
+                keep.contains(&Revision::from_backend_key(k))
+            })
+            .map_err(backend)?;
+        self.state.compacted = revision;
+        Ok(())
+    }
+}
+
+/// The changes of one request, all at main revision `main`.
+pub struct TxnWriter<'w, 'a> {
+    writer: &'w mut Writer<'a>,
+    main: i64,
+    sub: i64,
+}
+
+impl TxnWriter<'_, '_> {
+    /// The revision reads inside this request see: the request's own if it changed anything yet.
+    pub fn read_revision(&self) -> i64 {
+        if self.sub > 0 {
+            self.main
+        } else {
+            self.main - 1
+        }
+    }
+
+    fn next_revision(&mut self) -> Revision {
+        let rev = Revision::new(self.main, self.sub);
+        self.sub += 1;
+        rev
+    }
+
+    /// Reads a range, seeing this request's earlier changes.
+    pub fn range(
+        &self,
+        key: &[u8],
+        end: &[u8],
+        opts: &RangeOptions,
+    ) -> Result<RangeResult, MvccError> {
+        let current = self.read_revision();
+        let at = if opts.revision > 0 {
+            opts.revision
+        } else {
+            current
+        };
+        check_readable(at, current, self.writer.state.compacted)?;
+        let (found, count) = collect_range(&self.writer.state.index, key, end, at, opts);
+        let kvs = fetch_values(&self.writer.kv, found, opts.keys_only)?;
+        Ok(RangeResult {
+            kvs,
+            count,
+            revision: current,
+        })
+    }
+
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>, lease: i64) -> Result<(), MvccError> {
+        let rev = self.next_revision();
+        let (create_revision, version) = self.writer.state.index.put(&key, rev);
+        let kv = KeyValue {
+            key,
+            create_revision,
+            mod_revision: rev.main,
+            version,
+            value,
+            lease,
+        };
+        self.writer
+            .kv
+            .insert(
+                rev.to_backend_key(),
+                encode_record(RECORD_PUT, &kv).as_slice(),
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// Deletes every live key in the range; returns how many were deleted.
+    pub fn delete_range(&mut self, key: &[u8], end: &[u8]) -> Result<i64, MvccError> {
+        let keys = self.writer.state.index.live_keys(key, end);
+        for k in &keys {
+            let rev = self.next_revision();
+            let was_live = self.writer.state.index.tombstone(k, rev);
+            debug_assert!(was_live, "live_keys returned a key that is not live");
+            let tombstone = KeyValue {
+                key: k.to_vec(),
+                mod_revision: rev.main,
+                ..KeyValue::default()
+            };
+            self.writer
+                .kv
+                .insert(
+                    rev.to_backend_key(),
+                    encode_record(RECORD_TOMBSTONE, &tombstone).as_slice(),
+                )
+                .map_err(backend)?;
+        }
+        Ok(keys.len() as i64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("db")).expect("open store");
+        (dir, store)
+    }
+
+    fn put(store: &Store, index: u64, key: &str, value: &str) {
+        store
+            .write(index, |w| w.txn(|t| t.put(key.into(), value.into(), 0)))
+            .expect("put");
+    }
+
+    fn get(store: &Store, key: &str, revision: i64) -> Result<RangeResult, MvccError> {
+        let opts = RangeOptions {
+            revision,
+            ..RangeOptions::default()
+        };
+        store.read_view()?.range(key.as_bytes(), b"", &opts)
+    }
+
+    #[test]
+    fn each_request_is_one_revision_with_subs() {
+        let (_dir, store) = open();
+        store
+            .write(1, |w| {
+                w.txn(|t| {
+                    t.put(b"a".to_vec(), b"1".to_vec(), 0)?;
+                    t.put(b"b".to_vec(), b"2".to_vec(), 0)?;
+                    assert_eq!(
+                        t.range(b"a", b"", &RangeOptions::default())?.kvs[0].value,
+                        b"1"
+                    );
+                    Ok(())
+                })
+            })
+            .expect("txn");
+        assert_eq!(store.current_revision(), 1);
+        let view = store.read_view().expect("view");
+        let all = view
+            .range(b"a", b"\0", &RangeOptions::default())
+            .expect("range");
+        assert_eq!(all.count, 2);
+        assert!(
+            all.kvs
+                .iter()
+                .all(|kv| kv.mod_revision == 1 && kv.create_revision == 1 && kv.version == 1)
+        );
+        assert_eq!(store.applied_index().expect("applied"), 1);
+    }
+
+    #[test]
+    fn a_request_that_changes_nothing_takes_no_revision() {
+        let (_dir, store) = open();
+        put(&store, 1, "a", "1");
+        let deleted = store
+            .write(2, |w| w.txn(|t| t.delete_range(b"zz", b"")))
+            .expect("delete");
+        assert_eq!(deleted, 0);
+        assert_eq!(store.current_revision(), 1);
+    }
+
+    #[test]
+    fn history_and_compaction_errors() {
+        let (_dir, store) = open();
+        put(&store, 1, "a", "1");
+        put(&store, 2, "a", "2");
+        put(&store, 3, "a", "3");
+        assert_eq!(get(&store, "a", 1).expect("rev 1").kvs[0].value, b"1");
+        assert!(matches!(
+            get(&store, "a", 9),
+            Err(MvccError::FutureRevision)
+        ));
+        store.write(4, |w| w.compact(2)).expect("compact");
+        assert!(matches!(get(&store, "a", 1), Err(MvccError::Compacted)));
+        assert_eq!(get(&store, "a", 2).expect("rev 2").kvs[0].value, b"2");
+        assert!(matches!(
+            store.write(5, |w| w.compact(2)),
+            Err(MvccError::Compacted)
+        ));
+        assert!(matches!(
+            store.write(5, |w| w.compact(9)),
+            Err(MvccError::FutureRevision)
+        ));
+    }
+
+    #[test]
+    fn reopening_rebuilds_the_index_with_revisions_and_versions() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("db");
+        {
+            let store = Store::open(&path).expect("open");
+            put(&store, 1, "a", "1");
+            put(&store, 2, "a", "2");
+            put(&store, 3, "b", "1");
+            store
+                .write(4, |w| w.txn(|t| t.delete_range(b"b", b"")))
+                .expect("delete");
+            store.write(5, |w| w.compact(4)).expect("compact");
+            store.persist().expect("persist");
+        }
+        let store = Store::open(&path).expect("reopen");
+        assert_eq!(
+            store.current_revision(),
+            4,
+            "a tombstone compacted away still counts"
+        );
+        assert_eq!(store.compacted_revision(), 4);
+        assert_eq!(store.applied_index().expect("applied"), 5);
+        let a = get(&store, "a", 0).expect("a").kvs.remove(0);
+        assert_eq!((a.create_revision, a.mod_revision, a.version), (1, 2, 2));
+        assert_eq!(get(&store, "b", 0).expect("b").count, 0);
+        put(&store, 6, "a", "3");
+        assert_eq!(get(&store, "a", 0).expect("a").kvs[0].version, 3);
+    }
+
+    #[test]
+    fn limit_keeps_the_total_count_and_keys_only_drops_values() {
+        let (_dir, store) = open();
+        for (i, k) in ["a", "b", "c"].iter().enumerate() {
+            put(&store, i as u64 + 1, k, "v");
+        }
+        let opts = RangeOptions {
+            limit: 2,
+            keys_only: true,
+            ..RangeOptions::default()
+        };
+        let r = store
+            .read_view()
+            .expect("view")
+            .range(b"a", b"\0", &opts)
+            .expect("range");
+        assert_eq!((r.kvs.len(), r.count), (2, 3));
+        assert!(r.kvs.iter().all(|kv| kv.value.is_empty()));
+        let opts = RangeOptions {
+            count_only: true,
+            ..RangeOptions::default()
+        };
+        let r = store
+            .read_view()
+            .expect("view")
+            .range(b"a", b"\0", &opts)
+            .expect("range");
+        assert_eq!((r.kvs.len(), r.count), (0, 3));
+    }
+}
