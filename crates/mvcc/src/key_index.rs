@@ -230,10 +230,10 @@ impl KeyIndex {
             return;
         }
         for (k, history) in self.keys.range::<[u8], _>(range) {
-            if let Some(kr) = history.at(at) {
-                if !visit(k, kr) {
-                    return;
-                }
+            if let Some(kr) = history.at(at)
+                && !visit(k, kr)
+            {
+                return;
             }
         }
     }
