@@ -1,1 +1,31 @@
-//! placeholder
+//! Raft consensus for Cairn: a raft-rs `RawNode` driven by a Ready loop on its own thread,
+//! its log persisted in the WAL with one fdatasync per batch.
+//!
+//! It replicates opaque entries and knows nothing of keys, revisions or gRPC: it must never
+//! depend on cairn-mvcc, cairn-server or cairn-api.
+
+mod log_store;
+mod node;
+
+pub use node::{NodeConfig, NodeEvent, RaftNode, ReadIndexReply};
+pub use raft::prelude::{Entry, EntryType};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RaftError {
+    #[error("no leader")]
+    NoLeader,
+    #[error("too many requests")]
+    TooManyRequests,
+    #[error("the raft node has stopped")]
+    Stopped,
+    #[error("write-ahead log: {0}")]
+    Wal(#[from] cairn_wal::WalError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("raft log is corrupt: {0}")]
+    CorruptLog(String),
+    #[error("{0}")]
+    Io(String),
+    #[error("not supported yet: {0}")]
+    Unsupported(&'static str),
+}

@@ -1,0 +1,406 @@
+//! The Ready loop: one thread owns the raft-rs `RawNode` and the WAL. It drains every request
+//! that arrived since its last turn, so one fdatasync covers a whole batch of proposals (group
+//! commit), and it hands committed entries to the apply loop over a bounded channel.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use raft::prelude::{Entry, Message};
+use raft::storage::MemStorage;
+use raft::{Config, RawNode, StateRole};
+
+use crate::RaftError;
+use crate::log_store::RaftLogStore;
+
+/// Requests taken per turn of the loop before the batch is persisted: bounds latency and memory.
+const REQUESTS_PER_TURN_MAX: usize = 4096;
+
+pub struct NodeConfig {
+    pub id: u64,
+    /// Voters of a brand-new cluster; ignored when the WAL already records the membership.
+    pub initial_voters: Vec<u64>,
+    pub wal_dir: PathBuf,
+    /// Index of the last entry the state machine holds, so it is not handed over again.
+    pub applied: u64,
+    /// One raft tick: etcd's `--heartbeat-interval`.
+    pub tick_interval: Duration,
+    /// `--election-timeout` in ticks.
+    pub election_ticks: usize,
+    /// Bound of the request queue: beyond it callers get `TooManyRequests`.
+    pub queued_requests_max: usize,
+    /// How long a linearizable read may wait for a leader before it fails.
+    pub read_index_timeout: Duration,
+}
+
+/// Answers a read-index request with the commit index a read must wait to see applied.
+pub type ReadIndexReply = Box<dyn FnOnce(Result<u64, RaftError>) + Send>;
+
+enum NodeRequest {
+    Propose { id: u64, data: Vec<u8> },
+    ReadIndex(ReadIndexReply),
+    Applied(u64),
+}
+
+/// What the Ready loop hands to the apply loop, in log order.
+pub enum NodeEvent {
+    /// Entries committed by a quorum and durable in the WAL.
+    Committed(Vec<Entry>),
+    /// A proposal raft refused; its caller must be told.
+    Dropped { id: u64, error: RaftError },
+}
+
+#[derive(Debug, Default)]
+struct SharedStatus {
+    term: AtomicU64,
+    leader: AtomicU64,
+    committed: AtomicU64,
+}
+
+/// A handle to the Ready loop; cheap to clone. The loop stops when every handle is dropped.
+#[derive(Clone)]
+pub struct RaftNode {
+    requests: SyncSender<NodeRequest>,
+    status: Arc<SharedStatus>,
+    id: u64,
+}
+
+impl RaftNode {
+    /// Replays the WAL, starts the Ready loop on its own thread, and returns a handle to it.
+    pub fn start(
+        config: NodeConfig,
+        events: SyncSender<NodeEvent>,
+    ) -> Result<(RaftNode, JoinHandle<()>), RaftError> {
+        let log = RaftLogStore::open(&config.wal_dir, &config.initial_voters, config.applied)?;
+        let raft_config = Config {
+            id: config.id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: 1,
+            applied: config.applied,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            pre_vote: true,
+            check_quorum: true,
+            ..Config::default()
+        };
+        raft_config.validate()?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let mut raw = RawNode::new(&raft_config, log.memory(), &logger)?;
+        if raw.raft.prs().is_singleton() && raw.raft.prs().conf().voters().contains(config.id) {
+            // Alone in the cluster: no one to wait for, so do not sit out an election timeout.
+            raw.campaign()?;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(config.queued_requests_max);
+        let status = Arc::new(SharedStatus::default());
+        let node = RaftNode {
+            requests: tx,
+            status: status.clone(),
+            id: config.id,
+        };
+        let ready_loop = ReadyLoop {
+            raw,
+            log,
+            requests: rx,
+            events,
+            status,
+            tick_interval: config.tick_interval,
+            read_index_timeout: config.read_index_timeout,
+            waiting_reads: VecDeque::new(),
+            reads_in_flight: HashMap::new(),
+            read_seq: 0,
+        };
+        let handle = std::thread::Builder::new()
+            .name("raft-ready".into())
+            .spawn(move || ready_loop.run())
+            .map_err(|e| RaftError::Io(e.to_string()))?;
+        Ok((node, handle))
+    }
+
+    fn send(&self, request: NodeRequest) -> Result<(), RaftError> {
+        self.requests.try_send(request).map_err(|e| match e {
+            TrySendError::Full(_) => RaftError::TooManyRequests,
+            TrySendError::Disconnected(_) => RaftError::Stopped,
+        })
+    }
+
+    /// Queues `data` for replication; the outcome arrives through the apply loop under `id`.
+    pub fn propose(&self, id: u64, data: Vec<u8>) -> Result<(), RaftError> {
+        self.send(NodeRequest::Propose { id, data })
+    }
+
+    /// Asks for a read index; `reply` is called exactly once, from the Ready loop's thread.
+    pub fn read_index(&self, reply: ReadIndexReply) -> Result<(), RaftError> {
+        self.send(NodeRequest::ReadIndex(reply))
+    }
+
+    /// Tells the Ready loop how far the state machine got, so it can trim the in-memory log.
+    pub fn report_applied(&self, index: u64) {
+        // A full queue only delays trimming until the next report.
+        let _ = self.requests.try_send(NodeRequest::Applied(index));
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn term(&self) -> u64 {
+        self.status.term.load(Ordering::Acquire)
+    }
+
+    /// The leader's member id, or 0 while there is none.
+    pub fn leader(&self) -> u64 {
+        self.status.leader.load(Ordering::Acquire)
+    }
+
+    pub fn committed_index(&self) -> u64 {
+        self.status.committed.load(Ordering::Acquire)
+    }
+}
+
+struct WaitingRead {
+    reply: ReadIndexReply,
+    since: Instant,
+}
+
+struct ReadyLoop {
+    raw: RawNode<MemStorage>,
+    log: RaftLogStore,
+    requests: Receiver<NodeRequest>,
+    events: SyncSender<NodeEvent>,
+    status: Arc<SharedStatus>,
+    tick_interval: Duration,
+    read_index_timeout: Duration,
+    /// Reads not yet handed to raft: it drops read-index requests until the leader has
+    /// committed an entry in its term, so they wait here instead.
+    waiting_reads: VecDeque<WaitingRead>,
+    /// Batches of reads handed to raft under one context number.
+    reads_in_flight: HashMap<u64, Vec<WaitingRead>>,
+    read_seq: u64,
+}
+
+impl ReadyLoop {
+    fn run(mut self) {
+        let mut next_tick = Instant::now() + self.tick_interval;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.requests.recv_timeout(wait) {
+                Ok(request) => {
+                    self.handle(request);
+                    for _ in 0..REQUESTS_PER_TURN_MAX {
+                        let Ok(request) = self.requests.try_recv() else {
+                            break;
+                        };
+                        self.handle(request);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.tick();
+                next_tick = now + self.tick_interval;
+            }
+            self.issue_reads(now);
+            if let Err(e) = self.on_ready() {
+                tracing::error!(error = %e, "raft Ready loop stopped: cannot persist the log");
+                break;
+            }
+            self.publish_status();
+        }
+        tracing::info!("raft Ready loop stopped");
+    }
+
+    fn handle(&mut self, request: NodeRequest) {
+        match request {
+            NodeRequest::Propose { id, data } => {
+                if let Err(e) = self.raw.propose(Vec::new(), data) {
+                    let error = match e {
+                        raft::Error::ProposalDropped => RaftError::NoLeader,
+                        other => RaftError::Raft(other),
+                    };
+                    let _ = self.events.send(NodeEvent::Dropped { id, error });
+                }
+            }
+            NodeRequest::ReadIndex(reply) => self.waiting_reads.push_back(WaitingRead {
+                reply,
+                since: Instant::now(),
+            }),
+            NodeRequest::Applied(index) => {
+                if let Err(e) = self.log.compact_memory(index) {
+                    tracing::warn!(error = %e, "could not trim the in-memory raft log");
+                }
+            }
+        }
+    }
+
+    /// Hands every waiting read to raft as one batch when this member can serve it; fails those
+    /// that waited too long for a leader.
+    fn issue_reads(&mut self, now: Instant) {
+        if self.waiting_reads.is_empty() {
+            return;
+        }
+        let raft = &self.raw.raft;
+        let can_serve = raft.state == StateRole::Leader && raft.commit_to_current_term();
+        if can_serve {
+            self.read_seq += 1;
+            let batch: Vec<WaitingRead> = self.waiting_reads.drain(..).collect();
+            self.reads_in_flight.insert(self.read_seq, batch);
+            self.raw.read_index(self.read_seq.to_be_bytes().to_vec());
+            return;
+        }
+        while let Some(front) = self.waiting_reads.front() {
+            if now.duration_since(front.since) < self.read_index_timeout {
+                break;
+            }
+            let read = self.waiting_reads.pop_front().expect("front exists");
+            (read.reply)(Err(RaftError::NoLeader));
+        }
+    }
+
+    fn answer_reads(&mut self, states: Vec<raft::ReadState>) {
+        for state in states {
+            let Ok(seq) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else {
+                continue;
+            };
+            if let Some(batch) = self.reads_in_flight.remove(&u64::from_be_bytes(seq)) {
+                for read in batch {
+                    (read.reply)(Ok(state.index));
+                }
+            }
+        }
+    }
+
+    fn send_messages(&mut self, messages: Vec<Message>) {
+        // A single member has no peers; the peer transport arrives with multi-member clusters.
+        debug_assert!(
+            messages.is_empty() || !self.raw.raft.prs().is_singleton(),
+            "a single member sends no messages"
+        );
+    }
+
+    fn hand_over(&mut self, entries: Vec<Entry>) {
+        if entries.is_empty() {
+            return;
+        }
+        if let Some(last) = entries.last() {
+            self.status.committed.store(last.index, Ordering::Release);
+        }
+        // Blocking here is the backpressure: a lagging apply loop slows the log down.
+        let _ = self.events.send(NodeEvent::Committed(entries));
+    }
+
+    fn on_ready(&mut self) -> Result<(), RaftError> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        self.send_messages(ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            return Err(RaftError::Unsupported("installing a raft snapshot"));
+        }
+        self.answer_reads(ready.take_read_states());
+        self.hand_over(ready.take_committed_entries());
+        self.log.append_entries(ready.entries())?;
+        if let Some(hard_state) = ready.hs() {
+            self.log.set_hard_state(hard_state)?;
+        }
+        self.log.sync()?;
+        self.send_messages(ready.take_persisted_messages());
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.log.set_commit(commit)?;
+        }
+        self.send_messages(light.take_messages());
+        self.hand_over(light.take_committed_entries());
+        self.raw.advance_apply();
+        Ok(())
+    }
+
+    fn publish_status(&self) {
+        let raft = &self.raw.raft;
+        self.status.term.store(raft.term, Ordering::Release);
+        self.status.leader.store(raft.leader_id, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path, applied: u64) -> NodeConfig {
+        NodeConfig {
+            id: 1,
+            initial_voters: vec![1],
+            wal_dir: dir.to_owned(),
+            applied,
+            tick_interval: Duration::from_millis(10),
+            election_ticks: 10,
+            queued_requests_max: 1024,
+            read_index_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Collects committed application data (skipping raft's empty leader entries) until `n` arrive.
+    fn committed_data(events: &Receiver<NodeEvent>, n: usize) -> Vec<(u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            match events
+                .recv_timeout(Duration::from_secs(10))
+                .expect("committed entries arrive")
+            {
+                NodeEvent::Committed(entries) => out.extend(
+                    entries
+                        .into_iter()
+                        .filter(|e| !e.data.is_empty())
+                        .map(|e| (e.index, e.data.to_vec())),
+                ),
+                NodeEvent::Dropped { id, error } => panic!("proposal {id} dropped: {error}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_single_member_commits_proposals_and_replays_them_after_restart() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        let (node, thread) = RaftNode::start(config(dir.path(), 0), tx).expect("start");
+        for i in 0..3u8 {
+            node.propose(u64::from(i), vec![b'a' + i]).expect("propose");
+        }
+        let first = committed_data(&rx, 3);
+        assert_eq!(
+            first.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(),
+            vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+        );
+        assert!(node.term() >= 1 && node.leader() == 1);
+
+        let (read_tx, read_rx) = std::sync::mpsc::channel();
+        node.read_index(Box::new(move |r| read_tx.send(r).expect("test alive")))
+            .expect("read index");
+        let read = read_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("read answered")
+            .expect("read ok");
+        assert!(read >= first.last().expect("three entries").0);
+
+        drop(node);
+        thread.join().expect("ready loop ends when handles drop");
+
+        // Restart having applied only the first entry: the rest is handed over again.
+        let applied = first[0].0;
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        let (node, _thread) = RaftNode::start(config(dir.path(), applied), tx).expect("restart");
+        let again = committed_data(&rx, 2);
+        assert_eq!(again, first[1..].to_vec());
+        node.propose(9, b"d".to_vec())
+            .expect("propose after restart");
+        let next = committed_data(&rx, 1);
+        assert!(next[0].0 > first[2].0, "indexes keep growing after restart");
+    }
+}
