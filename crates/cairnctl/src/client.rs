@@ -1,0 +1,228 @@
+//! The gRPC side: a tonic channel to the first endpoint that accepts a connection, unary
+//! calls bounded by `--command-timeout`, and etcdctl's (clientv3's) way of reporting a
+//! failed call: zap's warn line from the retry interceptor, then `Error: <message>`.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{Fail, exit, flags, gofmt};
+
+/// `host:port` of an endpoint given as `host:port` or `http://host:port`.
+pub fn host_port(ep: &str) -> &str {
+    ep.strip_prefix("http://")
+        .or_else(|| ep.strip_prefix("https://"))
+        .unwrap_or(ep)
+        .trim_end_matches('/')
+}
+
+/// A random UUID, as clientv3 names its resolver group.
+fn uuid() -> String {
+    let mut b = [0u8; 16];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_ok();
+    if !ok {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        b = (nanos ^ u128::from(std::process::id()) << 64).to_le_bytes();
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// zap's ISO 8601 time with milliseconds, UTC.
+fn zap_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (date, time) = flags::civil(now.as_secs());
+    format!("{date}T{time}.{:03}Z", now.subsec_millis())
+}
+
+/// Go's name of a gRPC status code.
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "Canceled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// What etcdctl prints after `Error: ` for a failed call: etcd's own errors (all
+/// `etcdserver: ...`) by their message, anything else as grpc-go formats a status.
+pub fn error_text(status: &tonic::Status) -> String {
+    if status.message().starts_with("etcdserver: ") {
+        status.message().to_string()
+    } else {
+        format!(
+            "rpc error: code = {} desc = {}",
+            code_name(status.code()),
+            status.message()
+        )
+    }
+}
+
+/// A client of one endpoint list, connected on first use.
+pub struct Client {
+    endpoints: Vec<String>,
+    dial_timeout: Duration,
+    channel: Option<Channel>,
+    target: String,
+    /// Whether the last connection attempt was refused (for the deadline message).
+    refused: bool,
+}
+
+impl Client {
+    /// A clientv3-style client over `endpoints` (its calls log the target
+    /// `endpoint://client-<uuid>/<first endpoint>`).
+    pub fn new(endpoints: Vec<String>, dial_timeout: Duration) -> Client {
+        let first = endpoints.first().map(|e| host_port(e)).unwrap_or("");
+        let target = format!("endpoint://client-{}/{first}", uuid());
+        Client {
+            endpoints,
+            dial_timeout,
+            channel: None,
+            target,
+            refused: false,
+        }
+    }
+
+    /// A client of the single endpoint `ep` as `Maintenance.Status` dials it.
+    pub fn passthrough(ep: &str, dial_timeout: Duration) -> Client {
+        Client {
+            endpoints: vec![ep.to_string()],
+            dial_timeout,
+            channel: None,
+            target: format!("passthrough:///{}", host_port(ep)),
+            refused: false,
+        }
+    }
+
+    /// The channel, connecting to the endpoints in order (and again, until the caller's
+    /// deadline, while none accepts).
+    async fn channel(&mut self) -> Channel {
+        if let Some(ch) = &self.channel {
+            return ch.clone();
+        }
+        loop {
+            for ep in &self.endpoints {
+                let url = format!("http://{}", host_port(ep));
+                let Ok(endpoint) = Endpoint::from_shared(url) else {
+                    continue;
+                };
+                match endpoint
+                    .connect_timeout(self.dial_timeout)
+                    .tcp_nodelay(true)
+                    .connect()
+                    .await
+                {
+                    Ok(ch) => {
+                        self.channel = Some(ch.clone());
+                        return ch;
+                    }
+                    Err(_) => self.refused = true,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn warn(&self, code: &str, desc: &str) {
+        eprintln!(
+            "{{\"level\":\"warn\",\"ts\":\"{}\",\"caller\":\"clientv3/retry_interceptor.go:62\",\"msg\":\"retrying of unary invoker failed\",\"target\":{},\"attempt\":0,\"error\":{}}}",
+            zap_now(),
+            gofmt::zap_string(&self.target),
+            gofmt::zap_string(&format!("rpc error: code = {code} desc = {desc}"))
+        );
+    }
+
+    /// One unary call, bounded by `timeout` (none for `txn`, as in etcdctl). A failure is
+    /// logged like clientv3 and returned as etcdctl's `Error:` text with exit status 1.
+    pub async fn unary<T, F, Fut>(&mut self, timeout: Option<Duration>, call: F) -> Result<T, Fail>
+    where
+        F: FnOnce(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let connected_before = self.channel.is_some();
+        let work = async {
+            let ch = self.channel().await;
+            call(ch).await
+        };
+        let result = match timeout {
+            Some(t) => tokio::time::timeout(t, work).await,
+            None => Ok(work.await),
+        };
+        match result {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => {
+                self.warn(code_name(status.code()), status.message());
+                Err(Fail::new(exit::ERROR, error_text(&status)))
+            }
+            Err(_elapsed) => {
+                let desc = if self.channel.is_some() || connected_before {
+                    "context deadline exceeded".to_string()
+                } else if self.target.starts_with("passthrough") {
+                    let hp = host_port(&self.endpoints[0]);
+                    format!(
+                        "latest balancer error: connection error: desc = \"transport: Error while dialing dial tcp {hp}: connect: connection refused\""
+                    )
+                } else {
+                    "latest balancer error: all SubConns are in TransientFailure".to_string()
+                };
+                let _ = self.refused;
+                self.warn("DeadlineExceeded", &desc);
+                Err(Fail::new(exit::ERROR, "context deadline exceeded"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts() {
+        assert_eq!(host_port("http://127.0.0.1:2379"), "127.0.0.1:2379");
+        assert_eq!(host_port("127.0.0.1:2379"), "127.0.0.1:2379");
+        let st =
+            tonic::Status::out_of_range("etcdserver: mvcc: required revision has been compacted");
+        assert_eq!(
+            error_text(&st),
+            "etcdserver: mvcc: required revision has been compacted"
+        );
+        let st = tonic::Status::unavailable("boom");
+        assert_eq!(error_text(&st), "rpc error: code = Unavailable desc = boom");
+        let id = uuid();
+        assert_eq!(id.len(), 36);
+        assert_eq!(zap_now().len(), "2026-11-21T02:13:04.132Z".len());
+    }
+}

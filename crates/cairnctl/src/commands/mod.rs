@@ -1,0 +1,83 @@
+//! The commands, each following its etcdctl 3.4 function step by step (argument checks,
+//! then `mustClientFromCmd`, the call, the printer), so that errors come out in the same
+//! order with the same exit statuses.
+
+pub mod endpoint;
+pub mod kv;
+pub mod txn;
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use crate::client::Client;
+use crate::flags::Flags;
+use crate::printer::{Format, Printer};
+use crate::{Fail, exit};
+
+/// A parsed command line and the process environment (without `ETCDCTL_API`).
+pub struct Ctx {
+    pub flags: Flags,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Ctx {
+    pub fn command_timeout(&self) -> Option<Duration> {
+        Some(self.flags.dur("command-timeout"))
+    }
+
+    pub fn dial_timeout(&self) -> Duration {
+        self.flags.dur("dial-timeout")
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.flags.slice("endpoints")
+    }
+
+    /// `flags.SetPflagsFromEnv("ETCDCTL", cmd.InheritedFlags())`, with capnslog's warnings.
+    pub fn apply_env(&mut self) -> Result<(), Fail> {
+        match self.flags.apply_env(&self.env) {
+            Ok(lines) => {
+                for l in lines {
+                    eprintln!("{l}");
+                }
+                Ok(())
+            }
+            Err(fatal) => Err(Fail {
+                stderr_before: format!("{fatal}\n"),
+                silent: true,
+                ..Fail::new(exit::ERROR, "")
+            }),
+        }
+    }
+
+    /// `initDisplayFromCmd`.
+    pub fn printer(&self) -> Result<Printer, Fail> {
+        Ok(Printer {
+            format: Format::from_name(self.flags.str("write-out"))?,
+            hex: self.flags.bool("hex"),
+            value_only: false,
+        })
+    }
+
+    /// `mustClientFromCmd`: environment, printer, then a (lazily connecting) client.
+    pub fn must_client(&mut self) -> Result<(Client, Printer), Fail> {
+        self.apply_env()?;
+        let printer = self.printer()?;
+        Ok((Client::new(self.endpoints(), self.dial_timeout()), printer))
+    }
+}
+
+/// Writes to stdout as etcdctl does (raw bytes: keys and values need not be UTF-8).
+pub fn stdout(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(bytes);
+    let _ = out.flush();
+}
+
+/// Writes to stderr.
+pub fn stderr(bytes: &[u8]) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(bytes);
+    let _ = err.flush();
+}

@@ -1,0 +1,303 @@
+//! `-w json`: Go's `encoding/json` of etcd's gogo-protobuf structs, i.e. fields in
+//! declaration order under their `json` tags, all `omitempty`, bytes as base64, and the
+//! `oneof` of a txn response as `{"Response":{"ResponseRange":{...}}}`.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use cairn_proto::etcdserverpb::response_op::Response;
+use cairn_proto::etcdserverpb::{
+    DeleteRangeResponse, PutResponse, RangeResponse, ResponseHeader, StatusResponse, TxnResponse,
+};
+use cairn_proto::mvccpb::KeyValue;
+
+use super::{EpHealth, EpStatus};
+use crate::gofmt;
+
+/// A JSON object being written, with `omitempty` helpers.
+struct Obj(Vec<String>);
+
+impl Obj {
+    fn new() -> Obj {
+        Obj(Vec::new())
+    }
+
+    fn raw(mut self, name: &str, value: String) -> Obj {
+        self.0.push(format!("\"{name}\":{value}"));
+        self
+    }
+
+    fn int(self, name: &str, v: i128) -> Obj {
+        if v == 0 {
+            self
+        } else {
+            self.raw(name, v.to_string())
+        }
+    }
+
+    fn boolean(self, name: &str, v: bool) -> Obj {
+        if v {
+            self.raw(name, "true".into())
+        } else {
+            self
+        }
+    }
+
+    fn bytes(self, name: &str, v: &[u8]) -> Obj {
+        if v.is_empty() {
+            self
+        } else {
+            self.raw(name, format!("\"{}\"", STANDARD.encode(v)))
+        }
+    }
+
+    fn string(self, name: &str, v: &str) -> Obj {
+        if v.is_empty() {
+            self
+        } else {
+            self.raw(name, gofmt::json_string(v))
+        }
+    }
+
+    fn opt(self, name: &str, v: Option<String>) -> Obj {
+        match v {
+            Some(v) => self.raw(name, v),
+            None => self,
+        }
+    }
+
+    fn list(self, name: &str, items: Vec<String>) -> Obj {
+        if items.is_empty() {
+            self
+        } else {
+            self.raw(name, format!("[{}]", items.join(",")))
+        }
+    }
+
+    fn done(self) -> String {
+        format!("{{{}}}", self.0.join(","))
+    }
+}
+
+/// `printJSON`: the value and a newline.
+pub fn line(json: String) -> Vec<u8> {
+    let mut out = json.into_bytes();
+    out.push(b'\n');
+    out
+}
+
+fn header(h: &Option<ResponseHeader>) -> Option<String> {
+    h.map(|h| {
+        Obj::new()
+            .int("cluster_id", h.cluster_id.into())
+            .int("member_id", h.member_id.into())
+            .int("revision", h.revision.into())
+            .int("raft_term", h.raft_term.into())
+            .done()
+    })
+}
+
+fn kv(kv: &KeyValue) -> String {
+    Obj::new()
+        .bytes("key", &kv.key)
+        .int("create_revision", kv.create_revision.into())
+        .int("mod_revision", kv.mod_revision.into())
+        .int("version", kv.version.into())
+        .bytes("value", &kv.value)
+        .int("lease", kv.lease.into())
+        .done()
+}
+
+pub fn range(r: &RangeResponse) -> String {
+    Obj::new()
+        .opt("header", header(&r.header))
+        .list("kvs", r.kvs.iter().map(kv).collect())
+        .boolean("more", r.more)
+        .int("count", r.count.into())
+        .done()
+}
+
+pub fn put(r: &PutResponse) -> String {
+    Obj::new()
+        .opt("header", header(&r.header))
+        .opt("prev_kv", r.prev_kv.as_ref().map(kv))
+        .done()
+}
+
+pub fn del(r: &DeleteRangeResponse) -> String {
+    Obj::new()
+        .opt("header", header(&r.header))
+        .int("deleted", r.deleted.into())
+        .list("prev_kvs", r.prev_kvs.iter().map(kv).collect())
+        .done()
+}
+
+pub fn txn(r: &TxnResponse) -> String {
+    let responses = r
+        .responses
+        .iter()
+        .map(|op| {
+            let inner = match &op.response {
+                Some(Response::ResponseRange(g)) => format!("{{\"ResponseRange\":{}}}", range(g)),
+                Some(Response::ResponsePut(p)) => format!("{{\"ResponsePut\":{}}}", put(p)),
+                Some(Response::ResponseDeleteRange(d)) => {
+                    format!("{{\"ResponseDeleteRange\":{}}}", del(d))
+                }
+                Some(Response::ResponseTxn(t)) => format!("{{\"ResponseTxn\":{}}}", txn(t)),
+                None => "null".to_string(),
+            };
+            format!("{{\"Response\":{inner}}}")
+        })
+        .collect();
+    Obj::new()
+        .opt("header", header(&r.header))
+        .boolean("succeeded", r.succeeded)
+        .list("responses", responses)
+        .done()
+}
+
+fn status(r: &StatusResponse) -> String {
+    Obj::new()
+        .opt("header", header(&r.header))
+        .string("version", &r.version)
+        .int("dbSize", r.db_size.into())
+        .int("leader", r.leader.into())
+        .int("raftIndex", r.raft_index.into())
+        .int("raftTerm", r.raft_term.into())
+        .int("raftAppliedIndex", r.raft_applied_index.into())
+        .list(
+            "errors",
+            r.errors.iter().map(|e| gofmt::json_string(e)).collect(),
+        )
+        .int("dbSizeInUse", r.db_size_in_use.into())
+        .boolean("isLearner", r.is_learner)
+        .done()
+}
+
+pub fn endpoint_status(st: &[EpStatus]) -> String {
+    let items: Vec<String> = st
+        .iter()
+        .map(|s| {
+            Obj::new()
+                .raw("Endpoint", gofmt::json_string(&s.ep))
+                .raw("Status", status(&s.resp))
+                .done()
+        })
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
+pub fn endpoint_health(hs: &[EpHealth]) -> String {
+    let items: Vec<String> = hs
+        .iter()
+        .map(|h| {
+            Obj::new()
+                .raw("endpoint", gofmt::json_string(&h.ep))
+                .raw("health", h.health.to_string())
+                .raw("took", gofmt::json_string(&gofmt::duration_string(h.took)))
+                .string("error", &h.error)
+                .done()
+        })
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testdata as td;
+    use super::*;
+    use cairn_proto::etcdserverpb::ResponseOp;
+    use std::time::Duration;
+
+    /// The expected strings below are etcdctl 3.4.23's output for the same responses.
+    #[test]
+    fn kv_responses() {
+        let r = RangeResponse {
+            header: td::header(3),
+            kvs: vec![kv_("foo", "bar", 2, 2, 1)],
+            more: false,
+            count: 1,
+        };
+        assert_eq!(
+            range(&r),
+            r#"{"header":{"cluster_id":324952591200643719,"member_id":3319814642761637952,"revision":3,"raft_term":2},"kvs":[{"key":"Zm9v","create_revision":2,"mod_revision":2,"version":1,"value":"YmFy"}],"count":1}"#
+        );
+        let p = PutResponse {
+            header: td::header(9),
+            prev_kv: Some(kv_("k1", "v1", 8, 8, 1)),
+        };
+        assert_eq!(
+            put(&p),
+            r#"{"header":{"cluster_id":324952591200643719,"member_id":3319814642761637952,"revision":9,"raft_term":2},"prev_kv":{"key":"azE=","create_revision":8,"mod_revision":8,"version":1,"value":"djE="}}"#
+        );
+        let p = PutResponse {
+            header: td::header(4),
+            prev_kv: None,
+        };
+        assert_eq!(
+            put(&p),
+            r#"{"header":{"cluster_id":324952591200643719,"member_id":3319814642761637952,"revision":4,"raft_term":2}}"#
+        );
+        let d = DeleteRangeResponse {
+            header: td::header(16),
+            deleted: 2,
+            prev_kvs: vec![
+                kv_("k2", "fromstdin", 12, 12, 1),
+                kv_("k5", "-v", 14, 14, 1),
+            ],
+        };
+        assert_eq!(
+            del(&d),
+            r#"{"header":{"cluster_id":324952591200643719,"member_id":3319814642761637952,"revision":16,"raft_term":2},"deleted":2,"prev_kvs":[{"key":"azI=","create_revision":12,"mod_revision":12,"version":1,"value":"ZnJvbXN0ZGlu"},{"key":"azU=","create_revision":14,"mod_revision":14,"version":1,"value":"LXY="}]}"#
+        );
+    }
+
+    #[test]
+    fn txn_response() {
+        let r = TxnResponse {
+            header: td::header(21),
+            succeeded: false,
+            responses: vec![ResponseOp {
+                response: Some(Response::ResponseRange(RangeResponse {
+                    header: Some(ResponseHeader {
+                        revision: 21,
+                        ..Default::default()
+                    }),
+                    kvs: vec![kv_("a", "11", 13, 21, 3)],
+                    more: false,
+                    count: 1,
+                })),
+            }],
+        };
+        assert_eq!(
+            txn(&r),
+            r#"{"header":{"cluster_id":324952591200643719,"member_id":3319814642761637952,"revision":21,"raft_term":2},"responses":[{"Response":{"ResponseRange":{"header":{"revision":21},"kvs":[{"key":"YQ==","create_revision":13,"mod_revision":21,"version":3,"value":"MTE="}],"count":1}}}]}"#
+        );
+    }
+
+    #[test]
+    fn endpoints() {
+        let st = [EpStatus {
+            ep: "127.0.0.1:23790".into(),
+            resp: td::status(),
+        }];
+        assert_eq!(
+            endpoint_status(&st),
+            r#"[{"Endpoint":"127.0.0.1:23790","Status":{"header":{"cluster_id":324952591200643719,"member_id":3319814642761637952,"revision":26,"raft_term":2},"version":"3.4.23","dbSize":24576,"leader":3319814642761637952,"raftIndex":39,"raftTerm":2,"raftAppliedIndex":39,"dbSizeInUse":24576}}]"#
+        );
+        assert_eq!(endpoint_status(&[]), "[]");
+        let hs = [EpHealth {
+            ep: "127.0.0.1:1".into(),
+            health: false,
+            took: Duration::from_nanos(5_001_265_972),
+            error: "context deadline exceeded".into(),
+        }];
+        assert_eq!(
+            endpoint_health(&hs),
+            r#"[{"endpoint":"127.0.0.1:1","health":false,"took":"5.001265972s","error":"context deadline exceeded"}]"#
+        );
+    }
+
+    fn kv_(k: &str, v: &str, c: i64, m: i64, ver: i64) -> KeyValue {
+        td::kv(k, v, c, m, ver)
+    }
+}

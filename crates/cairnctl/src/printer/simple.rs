@@ -1,0 +1,220 @@
+//! `-w simple`: etcdctl's default, human-oriented output.
+
+use cairn_proto::etcdserverpb::response_op::Response;
+use cairn_proto::etcdserverpb::{DeleteRangeResponse, PutResponse, RangeResponse, TxnResponse};
+use cairn_proto::mvccpb::KeyValue;
+
+use super::{EpHealth, EpStatus, Printer, endpoint_status_rows};
+use crate::gofmt;
+
+/// `printKV`: key and value on their own lines, raw bytes or `\xNN` with `--hex`.
+fn kv(out: &mut Vec<u8>, p: &Printer, kv: &KeyValue) {
+    let (k, v) = if p.hex {
+        (gofmt::hex_bytes(&kv.key), gofmt::hex_bytes(&kv.value))
+    } else {
+        (kv.key.clone(), kv.value.clone())
+    };
+    if !p.value_only {
+        out.extend_from_slice(&k);
+        out.push(b'\n');
+    }
+    out.extend_from_slice(&v);
+    out.push(b'\n');
+}
+
+fn del_into(out: &mut Vec<u8>, p: &Printer, r: &DeleteRangeResponse) {
+    out.extend_from_slice(format!("{}\n", r.deleted).as_bytes());
+    for prev in &r.prev_kvs {
+        kv(out, p, prev);
+    }
+}
+
+fn get_into(out: &mut Vec<u8>, p: &Printer, r: &RangeResponse) {
+    for k in &r.kvs {
+        kv(out, p, k);
+    }
+}
+
+fn put_into(out: &mut Vec<u8>, p: &Printer, r: &PutResponse) {
+    out.extend_from_slice(b"OK\n");
+    if let Some(prev) = &r.prev_kv {
+        kv(out, p, prev);
+    }
+}
+
+pub fn get(p: &Printer, r: &RangeResponse) -> Vec<u8> {
+    let mut out = Vec::new();
+    get_into(&mut out, p, r);
+    out
+}
+
+pub fn put(p: &Printer, r: &PutResponse) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_into(&mut out, p, r);
+    out
+}
+
+pub fn del(p: &Printer, r: &DeleteRangeResponse) -> Vec<u8> {
+    let mut out = Vec::new();
+    del_into(&mut out, p, r);
+    out
+}
+
+pub fn txn(p: &Printer, r: &TxnResponse) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(if r.succeeded {
+        b"SUCCESS\n"
+    } else {
+        b"FAILURE\n"
+    });
+    for resp in &r.responses {
+        out.push(b'\n');
+        match &resp.response {
+            Some(Response::ResponseDeleteRange(d)) => del_into(&mut out, p, d),
+            Some(Response::ResponsePut(put)) => put_into(&mut out, p, put),
+            Some(Response::ResponseRange(g)) => get_into(&mut out, p, g),
+            // etcdctl prints Go's `%+v` of the op here; it never sends nested txns.
+            _ => out.extend_from_slice(b"unexpected response\n"),
+        }
+    }
+    out
+}
+
+/// Health goes to stderr in etcdctl 3.4's simple format.
+pub fn endpoint_health(hs: &[EpHealth]) -> Vec<u8> {
+    let mut out = String::new();
+    for h in hs {
+        if h.error.is_empty() {
+            out.push_str(&format!(
+                "{} is healthy: successfully committed proposal: took = {}\n",
+                h.ep,
+                gofmt::duration_string(h.took)
+            ));
+        } else {
+            out.push_str(&format!(
+                "{} is unhealthy: failed to commit proposal: {}\n",
+                h.ep, h.error
+            ));
+        }
+    }
+    out.into_bytes()
+}
+
+pub fn endpoint_status(st: &[EpStatus]) -> Vec<u8> {
+    let (_, rows) = endpoint_status_rows(st);
+    let mut out = String::new();
+    for row in rows {
+        out.push_str(&row.join(", "));
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testdata as td;
+    use super::super::{Format, Printer};
+    use super::*;
+    use cairn_proto::etcdserverpb::ResponseOp;
+    use std::time::Duration;
+
+    const P: Printer = Printer {
+        format: Format::Simple,
+        hex: false,
+        value_only: false,
+    };
+
+    #[test]
+    fn kvs() {
+        let r = RangeResponse {
+            header: td::header(14),
+            kvs: vec![td::kv("k2", "fromstdin", 12, 12, 1)],
+            count: 1,
+            more: false,
+        };
+        assert_eq!(get(&P, &r), b"k2\nfromstdin\n");
+        let hex = Printer { hex: true, ..P };
+        assert_eq!(
+            get(&hex, &r),
+            b"\\x6b\\x32\n\\x66\\x72\\x6f\\x6d\\x73\\x74\\x64\\x69\\x6e\n"
+        );
+        let vo = Printer {
+            value_only: true,
+            ..P
+        };
+        assert_eq!(get(&vo, &r), b"fromstdin\n");
+        let d = DeleteRangeResponse {
+            header: td::header(18),
+            deleted: 1,
+            prev_kvs: vec![td::kv("k6", "v", 17, 17, 1)],
+        };
+        assert_eq!(del(&P, &d), b"1\nk6\nv\n");
+    }
+
+    /// `txn` output verified against etcdctl 3.4.23.
+    #[test]
+    fn txn_output() {
+        let r = TxnResponse {
+            header: td::header(20),
+            succeeded: true,
+            responses: vec![
+                ResponseOp {
+                    response: Some(Response::ResponsePut(PutResponse {
+                        header: td::header(20),
+                        prev_kv: None,
+                    })),
+                },
+                ResponseOp {
+                    response: Some(Response::ResponseRange(RangeResponse {
+                        header: td::header(20),
+                        kvs: vec![td::kv("b", "2", 20, 20, 1)],
+                        count: 1,
+                        more: false,
+                    })),
+                },
+                ResponseOp {
+                    response: Some(Response::ResponseDeleteRange(DeleteRangeResponse {
+                        header: td::header(20),
+                        deleted: 0,
+                        prev_kvs: vec![],
+                    })),
+                },
+            ],
+        };
+        assert_eq!(
+            String::from_utf8(txn(&P, &r)).unwrap(),
+            "SUCCESS\n\nOK\n\nb\n2\n\n0\n"
+        );
+    }
+
+    #[test]
+    fn endpoints() {
+        let st = [EpStatus {
+            ep: "127.0.0.1:23790".into(),
+            resp: td::status(),
+        }];
+        assert_eq!(
+            String::from_utf8(endpoint_status(&st)).unwrap(),
+            "127.0.0.1:23790, 2e1259d415f2a040, 3.4.23, 25 kB, true, false, 2, 39, 39, \n"
+        );
+        let hs = [
+            EpHealth {
+                ep: "127.0.0.1:23790".into(),
+                health: true,
+                took: Duration::from_nanos(1_206_405),
+                error: String::new(),
+            },
+            EpHealth {
+                ep: "127.0.0.1:1".into(),
+                health: false,
+                took: Duration::from_secs(5),
+                error: "context deadline exceeded".into(),
+            },
+        ];
+        assert_eq!(
+            String::from_utf8(endpoint_health(&hs)).unwrap(),
+            "127.0.0.1:23790 is healthy: successfully committed proposal: took = 1.206405ms\n\
+             127.0.0.1:1 is unhealthy: failed to commit proposal: context deadline exceeded\n"
+        );
+    }
+}
