@@ -27,38 +27,33 @@ pub fn read_txn(
 ) -> Result<Txn, Fail> {
     let mut txn = Txn::default();
     prompt("compares:");
-    for line in section(input)? {
+    while let Some(line) = next_line(input)? {
         txn.compares.push(parse_compare(&line)?);
     }
     prompt("success requests (get, put, del):");
-    for line in section(input)? {
+    while let Some(line) = next_line(input)? {
         txn.success.push(parse_request(&line)?);
     }
     prompt("failure requests (get, put, del):");
-    for line in section(input)? {
+    while let Some(line) = next_line(input)? {
         txn.failure.push(parse_request(&line)?);
     }
     Ok(txn)
 }
 
-/// Trimmed lines up to the first empty one; like Go's `ReadString('\n')`, input ending
-/// without that newline is the error `EOF`.
-fn section(input: &mut impl std::io::BufRead) -> Result<Vec<String>, Fail> {
-    let mut lines = Vec::new();
-    loop {
-        let mut buf = Vec::new();
-        let n = input
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| Fail::new(exit::INVALID_INPUT, e.to_string()))?;
-        if n == 0 || buf.last() != Some(&b'\n') {
-            return Err(Fail::new(exit::INVALID_INPUT, "EOF"));
-        }
-        let line = String::from_utf8_lossy(&buf).trim().to_string();
-        if line.is_empty() {
-            return Ok(lines);
-        }
-        lines.push(line);
+/// The next trimmed line, `None` for the empty line ending a section; like Go's
+/// `ReadString('\n')`, input ending without a newline is the error `EOF`. Each line is
+/// parsed before the next is read, so a bad line fails even when the input ends early.
+fn next_line(input: &mut impl std::io::BufRead) -> Result<Option<String>, Fail> {
+    let mut buf = Vec::new();
+    let n = input
+        .read_until(b'\n', &mut buf)
+        .map_err(|e| Fail::new(exit::INVALID_INPUT, e.to_string()))?;
+    if n == 0 || buf.last() != Some(&b'\n') {
+        return Err(Fail::new(exit::INVALID_INPUT, "EOF"));
     }
+    let line = String::from_utf8_lossy(&buf).trim().to_string();
+    Ok((!line.is_empty()).then_some(line))
 }
 
 /// A tiny `fmt.Sscanf` for the format `%q) %s %q`: returns how many values were scanned
