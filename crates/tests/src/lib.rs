@@ -195,7 +195,10 @@ impl Server {
     /// SIGTERM the server and wait (bounded) for it to exit: a clean shutdown.
     /// Panics if it is not running or does not exit within the deadline.
     pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("terminate(): server is not running");
+        let mut child = self
+            .child
+            .take()
+            .expect("terminate(): server is not running");
         let status = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status()
@@ -409,7 +412,10 @@ fn system_program(name: &str) -> PathBuf {
 /// (`target/<profile>/deps/<test>-<hash>`). Panics if it has not been built.
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe.parent().expect("test executable has a directory").to_path_buf();
+    let mut dir = exe
+        .parent()
+        .expect("test executable has a directory")
+        .to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
@@ -452,7 +458,10 @@ fn run(mut command: Command, stdin: Option<&str>) -> Output {
 
 /// Runs the real etcdctl (v3 API) against `endpoint` and returns its output.
 pub fn etcdctl(endpoint: &str, args: &[&str]) -> Output {
-    run(ctl_command(&system_program("etcdctl"), endpoint, args), None)
+    run(
+        ctl_command(&system_program("etcdctl"), endpoint, args),
+        None,
+    )
 }
 
 /// Like [`etcdctl`], with `stdin` fed to the command (e.g. for `txn`).
@@ -465,7 +474,10 @@ pub fn etcdctl_stdin(endpoint: &str, args: &[&str], stdin: &str) -> Output {
 
 /// Runs our `cairnctl` (same global flags as etcdctl) against `endpoint`.
 pub fn cairnctl(endpoint: &str, args: &[&str]) -> Output {
-    run(ctl_command(&workspace_bin("cairnctl"), endpoint, args), None)
+    run(
+        ctl_command(&workspace_bin("cairnctl"), endpoint, args),
+        None,
+    )
 }
 
 /// Like [`cairnctl`], with `stdin` fed to the command.
@@ -489,7 +501,11 @@ pub fn describe(output: &Output) -> String {
 /// Asserts the command succeeded and returns its stdout.
 #[track_caller]
 pub fn ok_stdout(output: &Output) -> String {
-    assert!(output.status.success(), "command failed:\n{}", describe(output));
+    assert!(
+        output.status.success(),
+        "command failed:\n{}",
+        describe(output)
+    );
     String::from_utf8(output.stdout.clone()).expect("stdout is UTF-8")
 }
 

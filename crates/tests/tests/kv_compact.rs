@@ -68,10 +68,7 @@ async fn compacted_and_future_revisions_are_refused_and_current_values_stay() {
     // A read inside a txn is refused the same way.
     assert_grpc_error(
         client
-            .txn(Txn::new().and_then([TxnOp::get(
-                "k",
-                Some(GetOptions::new().with_revision(2)),
-            )]))
+            .txn(Txn::new().and_then([TxnOp::get("k", Some(GetOptions::new().with_revision(2)))]))
             .await,
         "OutOfRange",
         COMPACTED,
@@ -84,16 +81,8 @@ async fn compacted_and_future_revisions_are_refused_and_current_values_stay() {
     assert_error(&etcdctl(&ep, &["compact", "4"]), COMPACTED);
     assert_error(&etcdctl(&ep, &["compact", "3"]), COMPACTED);
     assert_error(&etcdctl(&ep, &["compact", "10"]), FUTURE);
-    assert_grpc_error(
-        client.compact(4, None).await,
-        "OutOfRange",
-        COMPACTED,
-    );
-    assert_grpc_error(
-        client.compact(100, None).await,
-        "OutOfRange",
-        FUTURE,
-    );
+    assert_grpc_error(client.compact(4, None).await, "OutOfRange", COMPACTED);
+    assert_grpc_error(client.compact(100, None).await, "OutOfRange", FUTURE);
 
     // --physical waits for the compaction to be applied to the backend.
     assert_stdout(

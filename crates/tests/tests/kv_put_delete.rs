@@ -24,13 +24,22 @@ async fn etcdctl_put_prints_ok_prev_kv_and_etcds_errors() {
     let mut client = connect(&server).await;
 
     assert_stdout(&etcdctl(&ep, &["put", "foo", "bar"]), "OK\n");
-    assert_stdout(&etcdctl(&ep, &["put", "foo", "baz", "--prev-kv"]), "OK\nfoo\nbar\n");
+    assert_stdout(
+        &etcdctl(&ep, &["put", "foo", "baz", "--prev-kv"]),
+        "OK\nfoo\nbar\n",
+    );
     assert_stdout(&etcdctl(&ep, &["put", "new", "v", "--prev-kv"]), "OK\n");
-    assert_eq!(get_kv(&mut client, "foo").await, Some(Kv::new("foo", "baz", 2, 3, 2)));
+    assert_eq!(
+        get_kv(&mut client, "foo").await,
+        Some(Kv::new("foo", "baz", 2, 3, 2))
+    );
 
     // --ignore-value keeps the value but is still a modification.
     assert_stdout(&etcdctl(&ep, &["put", "foo", "--ignore-value"]), "OK\n");
-    assert_eq!(get_kv(&mut client, "foo").await, Some(Kv::new("foo", "baz", 2, 5, 3)));
+    assert_eq!(
+        get_kv(&mut client, "foo").await,
+        Some(Kv::new("foo", "baz", 2, 5, 3))
+    );
     assert_error(
         &etcdctl(&ep, &["put", "nokey", "--ignore-value"]),
         "etcdserver: key not found",
@@ -39,12 +48,24 @@ async fn etcdctl_put_prints_ok_prev_kv_and_etcds_errors() {
         &etcdctl(&ep, &["put", "foo", "x", "--lease=1234"]),
         "etcdserver: requested lease not found",
     );
-    assert_error(&etcdctl(&ep, &["put", "", "v"]), "etcdserver: key is not provided");
-    assert_error(&etcdctl(&ep, &["get", ""]), "etcdserver: key is not provided");
-    assert_eq!(revision(&mut client).await, 5, "refused puts take no revision");
+    assert_error(
+        &etcdctl(&ep, &["put", "", "v"]),
+        "etcdserver: key is not provided",
+    );
+    assert_error(
+        &etcdctl(&ep, &["get", ""]),
+        "etcdserver: key is not provided",
+    );
+    assert_eq!(
+        revision(&mut client).await,
+        5,
+        "refused puts take no revision"
+    );
 
     // -w json of a put with --prev-kv.
-    let ids = Ids::of(header_of(client.get("foo", None).await.expect("get").header()));
+    let ids = Ids::of(header_of(
+        client.get("foo", None).await.expect("get").header(),
+    ));
     assert_stdout(
         &etcdctl(&ep, &["put", "foo", "qux", "--prev-kv", "-w", "json"]),
         &format!(
@@ -59,14 +80,27 @@ async fn etcdctl_put_prints_ok_prev_kv_and_etcds_errors() {
     );
 
     // Leases: --lease attaches, --ignore-lease keeps the attached lease, a plain put drops it.
-    let lease = client.lease_grant(600, None).await.expect("lease grant").id();
+    let lease = client
+        .lease_grant(600, None)
+        .await
+        .expect("lease grant")
+        .id();
     let lease_hex = format!("{lease:x}");
     assert_stdout(
-        &etcdctl(&ep, &["put", "leased", "v1", &format!("--lease={lease_hex}")]),
+        &etcdctl(
+            &ep,
+            &["put", "leased", "v1", &format!("--lease={lease_hex}")],
+        ),
         "OK\n",
     );
-    assert_eq!(get_kv(&mut client, "leased").await.map(|kv| kv.lease), Some(lease));
-    assert_stdout(&etcdctl(&ep, &["put", "leased", "v2", "--ignore-lease"]), "OK\n");
+    assert_eq!(
+        get_kv(&mut client, "leased").await.map(|kv| kv.lease),
+        Some(lease)
+    );
+    assert_stdout(
+        &etcdctl(&ep, &["put", "leased", "v2", "--ignore-lease"]),
+        "OK\n",
+    );
     let kv = get_kv(&mut client, "leased").await.expect("leased");
     assert_eq!((kv.value.as_str(), kv.lease, kv.version), ("v2", lease, 2));
     assert_stdout(&etcdctl(&ep, &["put", "leased", "v3"]), "OK\n");
@@ -90,18 +124,31 @@ async fn etcd_client_put_options_prev_kv_ignore_value_ignore_lease_and_errors() 
         .put("k", "v2", Some(PutOptions::new().with_prev_key()))
         .await
         .expect("put");
-    assert_eq!(response.prev_key().map(Kv::from), Some(Kv::new("k", "v1", 2, 2, 1)));
+    assert_eq!(
+        response.prev_key().map(Kv::from),
+        Some(Kv::new("k", "v1", 2, 2, 1))
+    );
     assert_eq!(header_of(response.header()).revision(), 3);
     let response = client.put("k", "v3", None).await.expect("put");
     assert!(response.prev_key().is_none(), "prev_kv only when asked for");
 
     // ignore_value: the value stays, version and mod_revision move.
     let response = client
-        .put("k", "", Some(PutOptions::new().with_ignore_value().with_prev_key()))
+        .put(
+            "k",
+            "",
+            Some(PutOptions::new().with_ignore_value().with_prev_key()),
+        )
         .await
         .expect("put ignore_value");
-    assert_eq!(response.prev_key().map(Kv::from), Some(Kv::new("k", "v3", 2, 4, 3)));
-    assert_eq!(get_kv(&mut client, "k").await, Some(Kv::new("k", "v3", 2, 5, 4)));
+    assert_eq!(
+        response.prev_key().map(Kv::from),
+        Some(Kv::new("k", "v3", 2, 4, 3))
+    );
+    assert_eq!(
+        get_kv(&mut client, "k").await,
+        Some(Kv::new("k", "v3", 2, 5, 4))
+    );
     assert_grpc_error(
         client
             .put("missing", "", Some(PutOptions::new().with_ignore_value()))
@@ -125,13 +172,20 @@ async fn etcd_client_put_options_prev_kv_ignore_value_ignore_lease_and_errors() 
         "NotFound",
         "etcdserver: requested lease not found",
     );
-    let lease = client.lease_grant(600, None).await.expect("lease grant").id();
+    let lease = client
+        .lease_grant(600, None)
+        .await
+        .expect("lease grant")
+        .id();
     assert_ne!(lease, 0);
     client
         .put("l", "v1", Some(PutOptions::new().with_lease(lease)))
         .await
         .expect("put with lease");
-    assert_eq!(get_kv(&mut client, "l").await.map(|kv| kv.lease), Some(lease));
+    assert_eq!(
+        get_kv(&mut client, "l").await.map(|kv| kv.lease),
+        Some(lease)
+    );
     client
         .put("l", "v2", Some(PutOptions::new().with_ignore_lease()))
         .await
@@ -168,7 +222,10 @@ async fn etcd_client_put_options_prev_kv_ignore_value_ignore_lease_and_errors() 
         .put("l", "v5", Some(PutOptions::new().with_ignore_lease()))
         .await
         .expect("ignore_lease on a key without lease");
-    assert_eq!(get_kv(&mut client, "l").await, Some(Kv::new("l", "v5", 6, 10, 5)));
+    assert_eq!(
+        get_kv(&mut client, "l").await,
+        Some(Kv::new("l", "v5", 6, 10, 5))
+    );
     // Like ignore_value, ignore_lease needs an existing key.
     assert_grpc_error(
         client
@@ -179,12 +236,18 @@ async fn etcd_client_put_options_prev_kv_ignore_value_ignore_lease_and_errors() 
     );
 
     // Keys and values are bytes: empty values and arbitrary bytes round-trip.
-    client.put("empty", "", None).await.expect("put empty value");
+    client
+        .put("empty", "", None)
+        .await
+        .expect("put empty value");
     let response = client.get("empty", None).await.expect("get");
     assert_eq!((response.count(), response.kvs()[0].value()), (1, &b""[..]));
     let key = b"\xffbin\x00key".to_vec();
     let value = b"\x00\x01\xfe\xff".to_vec();
-    client.put(key.clone(), value.clone(), None).await.expect("put bytes");
+    client
+        .put(key.clone(), value.clone(), None)
+        .await
+        .expect("put bytes");
     let response = client.get(key.clone(), None).await.expect("get bytes");
     assert_eq!(response.kvs()[0].key(), &key[..]);
     assert_eq!(response.kvs()[0].value(), &value[..]);
@@ -227,13 +290,19 @@ async fn deletes_of_keys_ranges_prefixes_and_from_key_report_deleted_and_prev_kv
     for (key, value) in seed {
         client.put(key, value, None).await.expect("put");
     }
-    let ids = Ids::of(header_of(client.get("a", None).await.expect("get").header()));
+    let ids = Ids::of(header_of(
+        client.get("a", None).await.expect("get").header(),
+    ));
     assert_eq!(revision(&mut client).await, 9);
 
     // etcdctl prints the number deleted, then the previous key-values if asked.
     assert_stdout(&etcdctl(&ep, &["del", "a"]), "1\n");
     assert_stdout(&etcdctl(&ep, &["del", "a"]), "0\n");
-    assert_eq!(revision(&mut client).await, 10, "deleting nothing takes no revision");
+    assert_eq!(
+        revision(&mut client).await,
+        10,
+        "deleting nothing takes no revision"
+    );
     assert_stdout(&etcdctl(&ep, &["del", "b", "c", "--prev-kv"]), "1\nb\n2\n");
     assert_stdout(
         &etcdctl(&ep, &["del", "--prefix", "d/", "--prev-kv", "-w", "json"]),
@@ -245,11 +314,21 @@ async fn deletes_of_keys_ranges_prefixes_and_from_key_report_deleted_and_prev_kv
         ),
     );
     assert_stdout(&etcdctl(&ep, &["del", "--from-key", "f"]), "2\n");
-    assert_error(&etcdctl(&ep, &["del", ""]), "etcdserver: key is not provided");
+    assert_error(
+        &etcdctl(&ep, &["del", ""]),
+        "etcdserver: key is not provided",
+    );
     assert_stdout(&etcdctl(&ep, &["get", "--from-key", ""]), "c\n3\ne\n6\n");
-    assert_eq!(revision(&mut client).await, 13, "one revision per delete request");
+    assert_eq!(
+        revision(&mut client).await,
+        13,
+        "one revision per delete request"
+    );
     // History before the deletes is still there.
-    assert_stdout(&etcdctl(&ep, &["get", "--prefix", "d/", "--rev", "11"]), "d/1\n4\nd/2\n5\n");
+    assert_stdout(
+        &etcdctl(&ep, &["get", "--prefix", "d/", "--rev", "11"]),
+        "d/1\n4\nd/2\n5\n",
+    );
 
     // The same through etcd-client.
     for key in ["x/1", "x/2", "x/3", "x/4", "x/5", "y", "z"] {
@@ -288,7 +367,10 @@ async fn deletes_of_keys_ranges_prefixes_and_from_key_report_deleted_and_prev_kv
     assert_eq!(header_of(response.header()).revision(), 23);
 
     let response = client
-        .delete("y", Some(DeleteOptions::new().with_from_key().with_prev_key()))
+        .delete(
+            "y",
+            Some(DeleteOptions::new().with_from_key().with_prev_key()),
+        )
         .await
         .expect("delete from key");
     assert_eq!(response.deleted(), 2);
@@ -301,16 +383,25 @@ async fn deletes_of_keys_ranges_prefixes_and_from_key_report_deleted_and_prev_kv
     // Deleted keys are gone now but readable in history; a new put starts a new generation.
     assert_eq!(get_kv(&mut client, "x/3").await, None);
     let response = client
-        .get("x/", Some(GetOptions::new().with_prefix().with_revision(21)))
+        .get(
+            "x/",
+            Some(GetOptions::new().with_prefix().with_revision(21)),
+        )
         .await
         .expect("get history");
     assert_eq!(keys(response.kvs()), ["x/2", "x/3", "x/4", "x/5"]);
     client.put("x/3", "again", None).await.expect("put");
-    assert_eq!(get_kv(&mut client, "x/3").await, Some(Kv::new("x/3", "again", 25, 25, 1)));
+    assert_eq!(
+        get_kv(&mut client, "x/3").await,
+        Some(Kv::new("x/3", "again", 25, 25, 1))
+    );
 
     // All keys at once.
     let response = client
-        .delete("", Some(DeleteOptions::new().with_all_keys().with_prev_key()))
+        .delete(
+            "",
+            Some(DeleteOptions::new().with_all_keys().with_prev_key()),
+        )
         .await
         .expect("delete all");
     assert_eq!(response.deleted(), 3);
@@ -320,7 +411,10 @@ async fn deletes_of_keys_ranges_prefixes_and_from_key_report_deleted_and_prev_kv
         .get("", Some(GetOptions::new().with_all_keys()))
         .await
         .expect("get all");
-    assert_eq!((response.count(), header_of(response.header()).revision()), (0, 26));
+    assert_eq!(
+        (response.count(), header_of(response.header()).revision()),
+        (0, 26)
+    );
 }
 
 #[tokio::test]
@@ -350,7 +444,11 @@ async fn requests_larger_than_max_request_bytes_are_refused() {
         "InvalidArgument",
         "etcdserver: request is too large",
     );
-    assert_eq!(revision(&mut client).await, 2, "refused requests take no revision");
+    assert_eq!(
+        revision(&mut client).await,
+        2,
+        "refused requests take no revision"
+    );
     let response = client
         .get("", Some(GetOptions::new().with_all_keys().with_keys_only()))
         .await

@@ -42,7 +42,11 @@ async fn seed(client: &mut Client) -> Ids {
     for (i, (key, value)) in puts.into_iter().enumerate() {
         let response = client.put(key, value, None).await.expect("put");
         let header = header_of(response.header());
-        assert_eq!(header.revision(), i as i64 + 2, "revision of put #{i} {key}");
+        assert_eq!(
+            header.revision(),
+            i as i64 + 2,
+            "revision of put #{i} {key}"
+        );
         ids = Some(Ids::of(header));
     }
     ids.expect("at least one put")
@@ -95,10 +99,16 @@ async fn etcdctl_get_prints_single_keys_ranges_prefixes_history_and_sorted_resul
     assert_stdout(&get(&["k/"]), "");
     // [key, range_end)
     assert_stdout(&get(&["k/b", "k/d"]), &simple(&["k/b", "k/c"]));
-    assert_stdout(&get(&["k/", "k1"]), &simple(&["k/a", "k/b", "k/c", "k/d", "k0"]));
+    assert_stdout(
+        &get(&["k/", "k1"]),
+        &simple(&["k/a", "k/b", "k/c", "k/d", "k0"]),
+    );
     assert_stdout(&get(&["k/d", "k/a"]), "");
     // --prefix
-    assert_stdout(&get(&["--prefix", "k/"]), &simple(&["k/a", "k/b", "k/c", "k/d"]));
+    assert_stdout(
+        &get(&["--prefix", "k/"]),
+        &simple(&["k/a", "k/b", "k/c", "k/d"]),
+    );
     assert_stdout(
         &get(&["--prefix", "k"]),
         &simple(&["k/a", "k/b", "k/c", "k/d", "k0"]),
@@ -111,7 +121,10 @@ async fn etcdctl_get_prints_single_keys_ranges_prefixes_history_and_sorted_resul
     );
     assert_stdout(&get(&["--from-key", "p"]), "");
     // --print-value-only and --keys-only
-    assert_stdout(&get(&["--prefix", "k/", "--print-value-only"]), "4\n2\n3\n1\n");
+    assert_stdout(
+        &get(&["--prefix", "k/", "--print-value-only"]),
+        "4\n2\n3\n1\n",
+    );
     assert_stdout(
         &get(&["--prefix", "k/", "--keys-only"]),
         "k/a\n\nk/b\n\nk/c\n\nk/d\n\n",
@@ -210,7 +223,15 @@ async fn etcdctl_get_prints_single_keys_ranges_prefixes_history_and_sorted_resul
     // With an explicit order, sorting applies to the whole range before the limit.
     assert_stdout(
         &get(&[
-            "--prefix", "k/", "--sort-by", "VALUE", "--order", "ASCEND", "--limit", "2", "-w",
+            "--prefix",
+            "k/",
+            "--sort-by",
+            "VALUE",
+            "--order",
+            "ASCEND",
+            "--limit",
+            "2",
+            "-w",
             "json",
         ]),
         &format!(
@@ -220,7 +241,16 @@ async fn etcdctl_get_prints_single_keys_ranges_prefixes_history_and_sorted_resul
         ),
     );
     assert_stdout(
-        &get(&["--prefix", "k/", "--sort-by", "MODIFY", "--order", "DESCEND", "--limit", "1"]),
+        &get(&[
+            "--prefix",
+            "k/",
+            "--sort-by",
+            "MODIFY",
+            "--order",
+            "DESCEND",
+            "--limit",
+            "1",
+        ]),
         &simple(&["k/c"]),
     );
 }
@@ -245,14 +275,20 @@ async fn etcd_client_range_options_limit_count_revision_sort_and_filters() {
     let header = header_of(response.header());
     assert_eq!((Ids::of(header), header.revision()), (ids, 14));
     let response = client.get("missing", None).await.expect("get");
-    assert_eq!((response.kvs().len(), response.count(), response.more()), (0, 0, false));
+    assert_eq!(
+        (response.kvs().len(), response.count(), response.more()),
+        (0, 0, false)
+    );
 
     // range_end, prefix, from-key, all keys.
     let response = get("k/b", GetOptions::new().with_range("k/d")).await;
     assert_eq!(kvs(response.kvs()), final_kvs(&["k/b", "k/c"]));
     assert_eq!(response.count(), 2);
     let response = get("k/", GetOptions::new().with_prefix()).await;
-    assert_eq!(kvs(response.kvs()), final_kvs(&["k/a", "k/b", "k/c", "k/d"]));
+    assert_eq!(
+        kvs(response.kvs()),
+        final_kvs(&["k/a", "k/b", "k/c", "k/d"])
+    );
     let response = get("k0", GetOptions::new().with_from_key()).await;
     assert_eq!(keys(response.kvs()), ["k0", "other"]);
     let response = get("", GetOptions::new().with_all_keys()).await;
@@ -274,7 +310,11 @@ async fn etcd_client_range_options_limit_count_revision_sort_and_filters() {
     ] {
         let response = get("k/", GetOptions::new().with_prefix().with_limit(limit)).await;
         assert_eq!(keys(response.kvs()), expected, "limit {limit}");
-        assert_eq!((response.more(), response.count()), (more, 4), "limit {limit}");
+        assert_eq!(
+            (response.more(), response.count()),
+            (more, 4),
+            "limit {limit}"
+        );
     }
 
     // revision: the store as of that revision; the header has the current revision.
@@ -304,68 +344,119 @@ async fn etcd_client_range_options_limit_count_revision_sort_and_filters() {
             (SortOrder::Ascend, ascending.to_vec()),
             (SortOrder::Descend, descending),
         ] {
-            let response = get("k/", GetOptions::new().with_prefix().with_sort(target, order)).await;
+            let response = get(
+                "k/",
+                GetOptions::new().with_prefix().with_sort(target, order),
+            )
+            .await;
             assert_eq!(keys(response.kvs()), expected, "sort by {name} {order:?}");
             assert_eq!(response.count(), 4);
             let response = get(
                 "k/",
-                GetOptions::new().with_prefix().with_sort(target, order).with_limit(2),
+                GetOptions::new()
+                    .with_prefix()
+                    .with_sort(target, order)
+                    .with_limit(2),
             )
             .await;
-            assert_eq!(keys(response.kvs()), expected[..2], "sort by {name} {order:?} limit 2");
+            assert_eq!(
+                keys(response.kvs()),
+                expected[..2],
+                "sort by {name} {order:?} limit 2"
+            );
             assert_eq!((response.more(), response.count()), (true, 4));
         }
     }
     // SortOrder::None with a target other than KEY sorts ascending (etcd's default).
     let response = get(
         "k/",
-        GetOptions::new().with_prefix().with_sort(SortTarget::Value, SortOrder::None),
+        GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Value, SortOrder::None),
     )
     .await;
     assert_eq!(keys(response.kvs()), ["k/d", "k/b", "k/c", "k/a"]);
     let response = get(
         "k/",
-        GetOptions::new().with_prefix().with_sort(SortTarget::Key, SortOrder::None),
+        GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Key, SortOrder::None),
     )
     .await;
     assert_eq!(keys(response.kvs()), ["k/a", "k/b", "k/c", "k/d"]);
 
     // serializable, keys_only, count_only.
     let response = get("k/", GetOptions::new().with_prefix().with_serializable()).await;
-    assert_eq!(kvs(response.kvs()), final_kvs(&["k/a", "k/b", "k/c", "k/d"]));
+    assert_eq!(
+        kvs(response.kvs()),
+        final_kvs(&["k/a", "k/b", "k/c", "k/d"])
+    );
     assert_eq!(header_of(response.header()).revision(), 14);
     let response = get("k/", GetOptions::new().with_prefix().with_keys_only()).await;
     let mut expected = final_kvs(&["k/a", "k/b", "k/c", "k/d"]);
     for kv in &mut expected {
         kv.value.clear();
     }
-    assert_eq!(kvs(response.kvs()), expected, "keys_only keeps every field but the value");
+    assert_eq!(
+        kvs(response.kvs()),
+        expected,
+        "keys_only keeps every field but the value"
+    );
     let response = get("k/", GetOptions::new().with_prefix().with_count_only()).await;
-    assert_eq!((response.kvs().len(), response.count(), response.more()), (0, 4, false));
+    assert_eq!(
+        (response.kvs().len(), response.count(), response.more()),
+        (0, 4, false)
+    );
     let response = get("", GetOptions::new().with_all_keys().with_count_only()).await;
     assert_eq!((response.kvs().len(), response.count()), (0, 7));
 
     // min/max mod and create revision filters (bounds are inclusive).
     let filters: [(&str, GetOptions, &[&str]); 9] = [
-        ("min_mod 10", GetOptions::new().with_min_mod_revision(10), &["k/c", "k/d"]),
-        ("min_mod 9", GetOptions::new().with_min_mod_revision(9), &["k/a", "k/c", "k/d"]),
-        ("max_mod 9", GetOptions::new().with_max_mod_revision(9), &["k/a", "k/b"]),
+        (
+            "min_mod 10",
+            GetOptions::new().with_min_mod_revision(10),
+            &["k/c", "k/d"],
+        ),
+        (
+            "min_mod 9",
+            GetOptions::new().with_min_mod_revision(9),
+            &["k/a", "k/c", "k/d"],
+        ),
+        (
+            "max_mod 9",
+            GetOptions::new().with_max_mod_revision(9),
+            &["k/a", "k/b"],
+        ),
         ("max_mod 4", GetOptions::new().with_max_mod_revision(4), &[]),
-        ("min_create 4", GetOptions::new().with_min_create_revision(4), &["k/b", "k/d"]),
-        ("max_create 3", GetOptions::new().with_max_create_revision(3), &["k/a", "k/c"]),
+        (
+            "min_create 4",
+            GetOptions::new().with_min_create_revision(4),
+            &["k/b", "k/d"],
+        ),
+        (
+            "max_create 3",
+            GetOptions::new().with_max_create_revision(3),
+            &["k/a", "k/c"],
+        ),
         (
             "min_mod 6, max_create 4",
-            GetOptions::new().with_min_mod_revision(6).with_max_create_revision(4),
+            GetOptions::new()
+                .with_min_mod_revision(6)
+                .with_max_create_revision(4),
             &["k/a", "k/c", "k/d"],
         ),
         (
             "min_create 3, max_create 4",
-            GetOptions::new().with_min_create_revision(3).with_max_create_revision(4),
+            GetOptions::new()
+                .with_min_create_revision(3)
+                .with_max_create_revision(4),
             &["k/a", "k/d"],
         ),
         (
             "min_mod 5, max_mod 10",
-            GetOptions::new().with_min_mod_revision(5).with_max_mod_revision(10),
+            GetOptions::new()
+                .with_min_mod_revision(5)
+                .with_max_mod_revision(10),
             &["k/a", "k/b", "k/d"],
         ),
     ];
@@ -373,7 +464,11 @@ async fn etcd_client_range_options_limit_count_revision_sort_and_filters() {
         let response = get("k/", options.with_prefix()).await;
         assert_eq!(keys(response.kvs()), expected, "filter {name}");
         // As in etcd, `count` is the number of keys in the range before the filters.
-        assert_eq!((response.count(), response.more()), (4, false), "filter {name}");
+        assert_eq!(
+            (response.count(), response.more()),
+            (4, false),
+            "filter {name}"
+        );
         assert_eq!(
             kvs(response.kvs()),
             final_kvs(expected),

@@ -5,9 +5,7 @@
 mod common;
 
 use cairn_tests::{Server, assert_error, assert_stdout, etcdctl_stdin};
-use common::{
-    Ids, Kv, assert_grpc_error, connect, grpc_code, grpc_message, header_of, keys, kvs,
-};
+use common::{Ids, Kv, assert_grpc_error, connect, grpc_code, grpc_message, header_of, keys, kvs};
 use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
 };
@@ -57,7 +55,11 @@ fn holds(op: CompareOp, ordering: std::cmp::Ordering) -> bool {
 async fn txn_compares_value_version_create_mod_and_lease_with_every_operator() {
     let server = Server::start();
     let mut client = connect(&server).await;
-    let lease = client.lease_grant(600, None).await.expect("lease grant").id();
+    let lease = client
+        .lease_grant(600, None)
+        .await
+        .expect("lease grant")
+        .id();
     assert!(lease > 1);
     client.put("t", "v1", None).await.expect("put");
     client.put("filler", "f", None).await.expect("put");
@@ -66,7 +68,10 @@ async fn txn_compares_value_version_create_mod_and_lease_with_every_operator() {
         .await
         .expect("put");
     let kv = Kv::from(&client.get("t", None).await.expect("get").kvs()[0]);
-    assert_eq!((kv.create_revision, kv.mod_revision, kv.version, kv.lease), (2, 4, 2, lease));
+    assert_eq!(
+        (kv.create_revision, kv.mod_revision, kv.version, kv.lease),
+        (2, 4, 2, lease)
+    );
 
     // Every target x operator x (smaller, equal, larger) operand.
     for (op, op_name) in ops() {
@@ -108,17 +113,53 @@ async fn txn_compares_value_version_create_mod_and_lease_with_every_operator() {
     // A missing key compares as zero version, revisions and lease; a value compare on a
     // missing key always fails.
     let missing: [(&str, Compare, bool); 8] = [
-        ("version = 0", Compare::version("nope", CompareOp::Equal, 0), true),
-        ("create = 0", Compare::create_revision("nope", CompareOp::Equal, 0), true),
-        ("mod = 0", Compare::mod_revision("nope", CompareOp::Equal, 0), true),
-        ("lease = 0", Compare::lease("nope", CompareOp::Equal, 0), true),
-        ("version > 0", Compare::version("nope", CompareOp::Greater, 0), false),
-        ("value = \"\"", Compare::value("nope", CompareOp::Equal, ""), false),
-        ("value != x", Compare::value("nope", CompareOp::NotEqual, "x"), false),
-        ("value < x", Compare::value("nope", CompareOp::Less, "x"), false),
+        (
+            "version = 0",
+            Compare::version("nope", CompareOp::Equal, 0),
+            true,
+        ),
+        (
+            "create = 0",
+            Compare::create_revision("nope", CompareOp::Equal, 0),
+            true,
+        ),
+        (
+            "mod = 0",
+            Compare::mod_revision("nope", CompareOp::Equal, 0),
+            true,
+        ),
+        (
+            "lease = 0",
+            Compare::lease("nope", CompareOp::Equal, 0),
+            true,
+        ),
+        (
+            "version > 0",
+            Compare::version("nope", CompareOp::Greater, 0),
+            false,
+        ),
+        (
+            "value = \"\"",
+            Compare::value("nope", CompareOp::Equal, ""),
+            false,
+        ),
+        (
+            "value != x",
+            Compare::value("nope", CompareOp::NotEqual, "x"),
+            false,
+        ),
+        (
+            "value < x",
+            Compare::value("nope", CompareOp::Less, "x"),
+            false,
+        ),
     ];
     for (name, compare, expected) in missing {
-        assert_eq!(branch(&mut client, vec![compare]).await, expected, "missing key: {name}");
+        assert_eq!(
+            branch(&mut client, vec![compare]).await,
+            expected,
+            "missing key: {name}"
+        );
     }
 
     // All compares must hold.
@@ -187,7 +228,11 @@ async fn txn_compares_value_version_create_mod_and_lease_with_every_operator() {
         ),
     ];
     for (name, compare, expected) in ranges {
-        assert_eq!(branch(&mut client, vec![compare]).await, expected, "range: {name}");
+        assert_eq!(
+            branch(&mut client, vec![compare]).await,
+            expected,
+            "range: {name}"
+        );
     }
 }
 
@@ -213,19 +258,30 @@ async fn txn_runs_one_branch_in_one_revision_including_nested_txns() {
         .or_else([TxnOp::put("failed", "1", None)]);
     let response = client.txn(txn).await.expect("txn");
     assert!(response.succeeded());
-    assert_eq!(header_of(response.header()).revision(), 4, "one revision per txn");
+    assert_eq!(
+        header_of(response.header()).revision(),
+        4,
+        "one revision per txn"
+    );
     let responses = response.op_responses();
     assert_eq!(responses.len(), 6);
     match &responses[0] {
         TxnOpResponse::Put(put) => {
-            assert_eq!(put.prev_key().map(Kv::from), Some(Kv::new("a", "1", 2, 2, 1)));
+            assert_eq!(
+                put.prev_key().map(Kv::from),
+                Some(Kv::new("a", "1", 2, 2, 1))
+            );
         }
         other => panic!("expected a put response, got {other:?}"),
     }
     assert!(matches!(&responses[1], TxnOpResponse::Put(put) if put.prev_key().is_none()));
     match &responses[2] {
         TxnOpResponse::Get(get) => {
-            assert_eq!(kvs(get.kvs()), [Kv::new("a", "2", 2, 4, 2)], "reads see earlier ops");
+            assert_eq!(
+                kvs(get.kvs()),
+                [Kv::new("a", "2", 2, 4, 2)],
+                "reads see earlier ops"
+            );
         }
         other => panic!("expected a get response, got {other:?}"),
     }
@@ -417,7 +473,11 @@ async fn txn_op_limit_and_duplicate_keys_are_refused() {
         &etcdctl_stdin(&ep, &["txn"], "\nput a 1\nput a 2\n\n\n"),
         "etcdserver: duplicate key given in txn request",
     );
-    assert_eq!(revision(&mut client).await, 2, "refused txns take no revision");
+    assert_eq!(
+        revision(&mut client).await,
+        2,
+        "refused txns take no revision"
+    );
 
     // The same key in both branches, or read and written, is fine.
     let response = client
@@ -439,7 +499,9 @@ async fn etcdctl_txn_reads_compares_and_branches_from_stdin() {
     let mut client = connect(&server).await;
     client.put("t", "v1", None).await.expect("put");
     client.put("t", "v2", None).await.expect("put");
-    let ids = Ids::of(header_of(client.put("u", "x", None).await.expect("put").header()));
+    let ids = Ids::of(header_of(
+        client.put("u", "x", None).await.expect("put").header(),
+    ));
     // t: create 2, mod 3, version 2, value v2; current revision 4.
 
     let txn = |script: &str| etcdctl_stdin(&ep, &["txn"], script);
@@ -460,13 +522,19 @@ async fn etcdctl_txn_reads_compares_and_branches_from_stdin() {
         ("ver(\"nope\") = \"0\"", true),
     ];
     for (compare, holds) in compares {
-        let expected = if holds { "SUCCESS\n\nt\nv2\n" } else { "FAILURE\n\nu\nx\n" };
+        let expected = if holds {
+            "SUCCESS\n\nt\nv2\n"
+        } else {
+            "FAILURE\n\nu\nx\n"
+        };
         assert_stdout(&txn(&format!("{compare}\n\nget t\n\nget u\n\n")), expected);
     }
 
     // Several compares, then success ops of every kind, printed one after another.
     assert_stdout(
-        &txn("ver(\"t\") = \"2\"\nval(\"u\") = \"x\"\n\nput t v3\nput n 1\nget t\ndel u\n\nput f 1\n\n"),
+        &txn(
+            "ver(\"t\") = \"2\"\nval(\"u\") = \"x\"\n\nput t v3\nput n 1\nget t\ndel u\n\nput f 1\n\n",
+        ),
         "SUCCESS\n\nOK\n\nOK\n\nt\nv3\n\n1\n",
     );
     assert_eq!(revision(&mut client).await, 5);

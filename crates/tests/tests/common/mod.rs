@@ -16,7 +16,13 @@ pub async fn connect(server: &Server) -> Client {
         .with_timeout(Duration::from_secs(10));
     Client::connect([server.url()], Some(options))
         .await
-        .unwrap_or_else(|e| panic!("connect to {}: {e}\nserver log:\n{}", server.url(), server.log()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "connect to {}: {e}\nserver log:\n{}",
+                server.url(),
+                server.log()
+            )
+        })
 }
 
 /// The gRPC status message of a failed call (e.g. `etcdserver: key not found`).
@@ -67,7 +73,13 @@ pub struct Kv {
 }
 
 impl Kv {
-    pub fn new(key: &str, value: &str, create_revision: i64, mod_revision: i64, version: i64) -> Kv {
+    pub fn new(
+        key: &str,
+        value: &str,
+        create_revision: i64,
+        mod_revision: i64,
+        version: i64,
+    ) -> Kv {
         Kv {
             key: key.to_owned(),
             value: value.to_owned(),
