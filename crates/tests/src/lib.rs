@@ -538,3 +538,67 @@ pub fn assert_error(output: &Output, message: &str) {
         describe(output)
     );
 }
+
+/// Standard base64 with padding, as Go's encoding/json prints `[]byte` (etcdctl `-w json`).
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), expected);
+        }
+    }
+
+    #[test]
+    fn target_defaults_to_cairn() {
+        // Only meaningful when the variable is unset; otherwise check it parses.
+        let target = Target::from_env();
+        match std::env::var("CAIRN_TEST_TARGET").as_deref() {
+            Ok("etcd") => assert_eq!(target, Target::Etcd),
+            _ => assert_eq!(target, Target::Cairn),
+        }
+    }
+
+    #[test]
+    fn port_pairs_are_distinct_and_never_handed_out_twice() {
+        let mut seen = HashSet::new();
+        for _ in 0..50 {
+            let (client, peer) = pick_port_pair();
+            assert_ne!(client, peer);
+            assert!(PORT_RANGE.contains(&client) && PORT_RANGE.contains(&peer));
+            assert!(seen.insert(client), "port {client} handed out twice");
+            assert!(seen.insert(peer), "port {peer} handed out twice");
+        }
+    }
+}

@@ -5,7 +5,7 @@
 use std::fmt::Debug;
 use std::time::Duration;
 
-use cairn_tests::Server;
+use cairn_tests::{Server, base64};
 use etcd_client::{Client, ConnectOptions, Error, KeyValue, ResponseHeader};
 
 /// A client connected to `server`, with bounded connect and request timeouts so a broken
@@ -158,42 +158,5 @@ impl Ids {
             "\"header\":{{\"cluster_id\":{},\"member_id\":{},\"revision\":{revision},\"raft_term\":{}}}",
             self.cluster_id, self.member_id, self.raft_term
         )
-    }
-}
-
-/// Standard base64 with padding, as Go's encoding/json prints `[]byte`.
-pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-#[test]
-fn base64_matches_rfc_4648_vectors() {
-    for (input, expected) in [
-        ("", ""),
-        ("f", "Zg=="),
-        ("fo", "Zm8="),
-        ("foo", "Zm9v"),
-        ("foob", "Zm9vYg=="),
-        ("fooba", "Zm9vYmE="),
-        ("foobar", "Zm9vYmFy"),
-    ] {
-        assert_eq!(base64(input.as_bytes()), expected);
     }
 }
