@@ -182,11 +182,13 @@ pub fn parse_compare(line: &str) -> Result<Compare, Fail> {
 }
 
 /// etcdctl's `Argify`: the matches of `"(?:[^"\\]|\\.)*"|'[^']*'|[^'"\s]\S*[^'"\s]?`,
-/// with double-quoted words unquoted as Go strings and single quotes stripped.
+/// with double-quoted words unquoted as Go strings. Single-quoted words are cut as etcdctl
+/// 3.4 cuts them, `word[1 : len(words)-1]` (sic: the number of words, not the word's
+/// length), so `'ab'` is `ab` only on a line of four words.
 pub fn argify(s: &str) -> Result<Vec<String>, Fail> {
     let b = s.as_bytes();
     let is_space = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0c');
-    let mut words = Vec::new();
+    let mut raw: Vec<&str> = Vec::new();
     let mut i = 0;
     while i < b.len() {
         match b[i] {
@@ -206,9 +208,7 @@ pub fn argify(s: &str) -> Result<Vec<String>, Fail> {
                 }
                 match closed {
                     Some(end) => {
-                        let word = gofmt::unquote(&s[i..=end])
-                            .ok_or_else(|| Fail::new(exit::INVALID_INPUT, "invalid syntax"))?;
-                        words.push(word);
+                        raw.push(&s[i..=end]);
                         i = end + 1;
                     }
                     None => i += 1,
@@ -216,7 +216,7 @@ pub fn argify(s: &str) -> Result<Vec<String>, Fail> {
             }
             b'\'' => match s[i + 1..].find('\'') {
                 Some(off) => {
-                    words.push(s[i + 1..i + 1 + off].to_string());
+                    raw.push(&s[i..i + off + 2]);
                     i += off + 2;
                 }
                 None => i += 1,
@@ -224,12 +224,35 @@ pub fn argify(s: &str) -> Result<Vec<String>, Fail> {
             c if is_space(c) => i += 1,
             _ => {
                 let end = (i..b.len()).find(|&j| is_space(b[j])).unwrap_or(b.len());
-                words.push(s[i..end].to_string());
+                raw.push(&s[i..end]);
                 i = end;
             }
         }
     }
-    Ok(words)
+    let n = raw.len();
+    raw.into_iter()
+        .map(|word| {
+            if word.starts_with('\'') {
+                let hi = n - 1;
+                if hi > word.len() {
+                    return Err(Fail::panic(&format!(
+                        "runtime error: slice bounds out of range [:{hi}] with length {}",
+                        word.len()
+                    )));
+                }
+                if hi < 1 {
+                    return Err(Fail::panic(&format!(
+                        "runtime error: slice bounds out of range [1:{hi}]"
+                    )));
+                }
+                Ok(String::from_utf8_lossy(&word.as_bytes()[1..hi]).into_owned())
+            } else if word.starts_with('"') {
+                gofmt::unquote(word).ok_or_else(|| Fail::new(exit::INVALID_INPUT, "invalid syntax"))
+            } else {
+                Ok(word.to_string())
+            }
+        })
+        .collect()
 }
 
 /// etcdctl's `parseRequestUnion`.
@@ -322,8 +345,8 @@ mod tests {
     #[test]
     fn argify_like_etcdctl() {
         assert_eq!(
-            argify(r#"put x1 "hello world" 'a b' ab"cd ef""#).unwrap(),
-            vec!["put", "x1", "hello world", "a b", "ab\"cd", "ef\""]
+            argify(r#"put x1 "hello world" ab"cd ef""#).unwrap(),
+            vec!["put", "x1", "hello world", "ab\"cd", "ef\""]
         );
         assert_eq!(
             argify(r#"put x3 "a\tb""#).unwrap(),
