@@ -24,6 +24,9 @@ async fn every_kv_response_carries_cluster_member_revision_and_raft_term() {
         seen.push((what, header));
     };
 
+    // A fresh store is at revision 1, so the first write gets revision 2.
+    let response = client.get("a", None).await.expect("get");
+    record("range on a fresh store", response.header(), 1);
     let response = client.put("a", "1", None).await.expect("put");
     record("put", response.header(), 2);
     let response = client.get("a", None).await.expect("get");

@@ -4,7 +4,7 @@
 
 mod common;
 
-use cairn_tests::{Server, assert_error, assert_stdout, etcdctl_stdin};
+use cairn_tests::{Server, assert_error, assert_stdout, describe, etcdctl_stdin, ok_stdout};
 use common::{Ids, Kv, assert_grpc_error, connect, grpc_code, grpc_message, header_of, keys, kvs};
 use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
@@ -527,7 +527,13 @@ async fn etcdctl_txn_reads_compares_and_branches_from_stdin() {
         } else {
             "FAILURE\n\nu\nx\n"
         };
-        assert_stdout(&txn(&format!("{compare}\n\nget t\n\nget u\n\n")), expected);
+        let out = txn(&format!("{compare}\n\nget t\n\nget u\n\n"));
+        assert_eq!(
+            ok_stdout(&out),
+            expected,
+            "compare {compare}:\n{}",
+            describe(&out)
+        );
     }
 
     // Several compares, then success ops of every kind, printed one after another.
