@@ -151,7 +151,8 @@ impl Store {
                 .get(META_COMPACTED_REVISION)
                 .map_err(backend)?
                 .map_or(0, |v| v.value() as i64);
-            current = compacted;
+            // An empty store is at revision 1, as etcd's: the first change is revision 2.
+            current = compacted.max(1);
             for entry in kv.iter().map_err(backend)? {
                 let (k, v) = entry.map_err(backend)?;
                 let revision = Revision::from_backend_key(k.value());
@@ -230,19 +231,24 @@ impl Store {
             store: self,
             txn,
             revision: state.current,
+            compacted: state.compacted,
         })
     }
 
     /// Applies one batch of raft entries ending at `applied_index`: `apply` runs with exclusive
     /// access, then everything commits together (without fsync) and becomes visible to readers.
-    pub fn write<R>(
+    pub fn write<R, E: From<MvccError>>(
         &self,
         applied_index: u64,
-        apply: impl FnOnce(&mut Writer<'_>) -> Result<R, MvccError>,
-    ) -> Result<R, MvccError> {
+        apply: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
+    ) -> Result<R, E> {
         let mut txn = self.db.begin_write().map_err(backend)?;
         txn.set_durability(Durability::None).map_err(backend)?;
         let mut state = self.write_state();
+        debug_assert!(
+            applied_index >= self.applied_index_in(&txn).unwrap_or(0),
+            "the applied index never goes backwards"
+        );
         let before = (state.current, state.compacted);
         let result = {
             let mut writer = Writer {
@@ -276,6 +282,14 @@ impl Store {
         }
     }
 
+    fn applied_index_in(&self, txn: &redb::WriteTransaction) -> Result<u64, MvccError> {
+        let meta = txn.open_table(META_TABLE).map_err(backend)?;
+        Ok(meta
+            .get(META_APPLIED_INDEX)
+            .map_err(backend)?
+            .map_or(0, |v| v.value()))
+    }
+
     /// Writes a named integer (member metadata) durably.
     pub fn set_meta(&self, name: &str, value: u64) -> Result<(), MvccError> {
         let txn = self.db.begin_write().map_err(backend)?;
@@ -298,11 +312,17 @@ pub struct ReadView<'a> {
     store: &'a Store,
     txn: redb::ReadTransaction,
     revision: i64,
+    compacted: i64,
 }
 
 impl ReadView<'_> {
     pub fn revision(&self) -> i64 {
         self.revision
+    }
+
+    /// The compacted revision when the view was taken.
+    pub fn compacted_revision(&self) -> i64 {
+        self.compacted
     }
 
     pub fn range(
@@ -352,10 +372,11 @@ impl Writer<'_> {
 
     /// Runs one request's changes as a single revision: every put and delete inside shares the
     /// main revision `current + 1`; the store revision advances only if something changed.
-    pub fn txn<R>(
+    /// A request that fails must fail before it changes anything: its partial changes are not undone.
+    pub fn txn<R, E>(
         &mut self,
-        f: impl FnOnce(&mut TxnWriter<'_, '_>) -> Result<R, MvccError>,
-    ) -> Result<R, MvccError> {
+        f: impl FnOnce(&mut TxnWriter<'_, '_>) -> Result<R, E>,
+    ) -> Result<R, E> {
         let main = self.state.current + 1;
         let mut txn = TxnWriter {
             writer: self,
@@ -403,6 +424,10 @@ impl TxnWriter<'_, '_> {
         } else {
             self.main - 1
         }
+    }
+
+    pub fn compacted_revision(&self) -> i64 {
+        self.writer.state.compacted
     }
 
     fn next_revision(&mut self) -> Revision {
@@ -506,20 +531,23 @@ mod tests {
     #[test]
     fn each_request_is_one_revision_with_subs() {
         let (_dir, store) = open();
+        assert_eq!(
+            store.current_revision(),
+            1,
+            "an empty store is at revision 1, as etcd's"
+        );
         store
             .write(1, |w| {
                 w.txn(|t| {
                     t.put(b"a".to_vec(), b"1".to_vec(), 0)?;
                     t.put(b"b".to_vec(), b"2".to_vec(), 0)?;
-                    assert_eq!(
-                        t.range(b"a", b"", &RangeOptions::default())?.kvs[0].value,
-                        b"1"
-                    );
-                    Ok(())
+                    let seen = t.range(b"a", b"", &RangeOptions::default())?;
+                    assert_eq!(seen.kvs[0].value, b"1", "a request sees its own changes");
+                    Ok::<_, MvccError>(())
                 })
             })
             .expect("txn");
-        assert_eq!(store.current_revision(), 1);
+        assert_eq!(store.current_revision(), 2);
         let view = store.read_view().expect("view");
         let all = view
             .range(b"a", b"\0", &RangeOptions::default())
@@ -528,7 +556,7 @@ mod tests {
         assert!(
             all.kvs
                 .iter()
-                .all(|kv| kv.mod_revision == 1 && kv.create_revision == 1 && kv.version == 1)
+                .all(|kv| kv.mod_revision == 2 && kv.create_revision == 2 && kv.version == 1)
         );
         assert_eq!(store.applied_index().expect("applied"), 1);
     }
@@ -541,7 +569,7 @@ mod tests {
             .write(2, |w| w.txn(|t| t.delete_range(b"zz", b"")))
             .expect("delete");
         assert_eq!(deleted, 0);
-        assert_eq!(store.current_revision(), 1);
+        assert_eq!(store.current_revision(), 2);
     }
 
     #[test]
@@ -550,16 +578,21 @@ mod tests {
         put(&store, 1, "a", "1");
         put(&store, 2, "a", "2");
         put(&store, 3, "a", "3");
-        assert_eq!(get(&store, "a", 1).expect("rev 1").kvs[0].value, b"1");
+        assert_eq!(
+            get(&store, "a", 1).expect("rev 1").count,
+            0,
+            "revision 1 is the empty store"
+        );
+        assert_eq!(get(&store, "a", 2).expect("rev 2").kvs[0].value, b"1");
         assert!(matches!(
             get(&store, "a", 9),
             Err(MvccError::FutureRevision)
         ));
-        store.write(4, |w| w.compact(2)).expect("compact");
-        assert!(matches!(get(&store, "a", 1), Err(MvccError::Compacted)));
-        assert_eq!(get(&store, "a", 2).expect("rev 2").kvs[0].value, b"2");
+        store.write(4, |w| w.compact(3)).expect("compact");
+        assert!(matches!(get(&store, "a", 2), Err(MvccError::Compacted)));
+        assert_eq!(get(&store, "a", 3).expect("rev 3").kvs[0].value, b"2");
         assert!(matches!(
-            store.write(5, |w| w.compact(2)),
+            store.write(5, |w| w.compact(3)),
             Err(MvccError::Compacted)
         ));
         assert!(matches!(
@@ -580,19 +613,19 @@ mod tests {
             store
                 .write(4, |w| w.txn(|t| t.delete_range(b"b", b"")))
                 .expect("delete");
-            store.write(5, |w| w.compact(4)).expect("compact");
+            store.write(5, |w| w.compact(5)).expect("compact");
             store.persist().expect("persist");
         }
         let store = Store::open(&path).expect("reopen");
         assert_eq!(
             store.current_revision(),
-            4,
+            5,
             "a tombstone compacted away still counts"
         );
-        assert_eq!(store.compacted_revision(), 4);
+        assert_eq!(store.compacted_revision(), 5);
         assert_eq!(store.applied_index().expect("applied"), 5);
         let a = get(&store, "a", 0).expect("a").kvs.remove(0);
-        assert_eq!((a.create_revision, a.mod_revision, a.version), (1, 2, 2));
+        assert_eq!((a.create_revision, a.mod_revision, a.version), (2, 3, 2));
         assert_eq!(get(&store, "b", 0).expect("b").count, 0);
         put(&store, 6, "a", "3");
         assert_eq!(get(&store, "a", 0).expect("a").kvs[0].version, 3);
