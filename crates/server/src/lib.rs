@@ -1,1 +1,16 @@
-//! placeholder
+//! The server core (etcd's `etcdserver`): turns client requests into Raft proposals, applies
+//! committed entries to the multi-version store in order, wakes the waiting callers, serves
+//! linearizable reads by ReadIndex, and derives member and cluster IDs.
+//!
+//! It glues cairn-raft and cairn-mvcc together and speaks etcd's request types, but knows
+//! nothing of gRPC transport or HTTP: it must never depend on cairn-api or tonic.
+
+mod apply;
+mod error;
+mod ids;
+mod kv;
+mod server;
+
+pub use error::ServerError;
+pub use ids::{cluster_id, member_id};
+pub use server::{ETCD_VERSION, Server, ServerConfig, ServerStatus};

@@ -1,0 +1,182 @@
+//! The apply loop: one thread takes committed entries from the Ready loop in order, applies
+//! each batch to the store in one backend transaction, then wakes the callers waiting on
+//! those requests and publishes the applied index that linearizable reads wait for.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cairn_mvcc::{Store, Writer};
+use cairn_proto::cairnpb::{InternalRequest, internal_request};
+use cairn_proto::etcdserverpb::{
+    CompactionResponse, DeleteRangeResponse, PutResponse, ResponseHeader, TxnResponse,
+};
+use cairn_raft::{Entry, EntryType, NodeEvent, RaftNode};
+use prost::Message;
+use tokio::sync::{oneshot, watch};
+
+use crate::{ServerError, kv};
+
+/// Make the backend durable at least this often, so recovery replays a bounded WAL suffix.
+const PERSIST_INTERVAL: Duration = Duration::from_millis(100);
+const PERSIST_ENTRIES_MAX: u64 = 10_000;
+
+/// What applying one request produced.
+#[derive(Debug)]
+pub enum Applied {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compaction(CompactionResponse),
+}
+
+pub type ApplyOutcome = Result<Applied, ServerError>;
+
+/// Callers waiting for their proposal to be applied, by request id.
+#[derive(Default)]
+pub struct WaitTable {
+    waiters: Mutex<HashMap<u64, oneshot::Sender<ApplyOutcome>>>,
+}
+
+impl WaitTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<ApplyOutcome>>> {
+        self.waiters
+            .lock()
+            .expect("the wait table lock is never held across a panic")
+    }
+
+    pub fn register(&self, id: u64) -> oneshot::Receiver<ApplyOutcome> {
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(id, tx);
+        rx
+    }
+
+    pub fn cancel(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    fn trigger(&self, id: u64, outcome: ApplyOutcome) {
+        if let Some(tx) = self.lock().remove(&id) {
+            // The caller may have given up (timeout); that is fine.
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+pub struct ApplyLoop {
+    pub store: Arc<Store>,
+    pub events: Receiver<NodeEvent>,
+    pub waits: Arc<WaitTable>,
+    pub applied: watch::Sender<u64>,
+    pub raft: RaftNode,
+    pub applied_index: u64,
+}
+
+fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        revision,
+        ..ResponseHeader::default()
+    })
+}
+
+/// Applies one request. A request-level error leaves the store untouched (every check runs
+/// before the first change); an `Internal` error is a storage failure and stops the batch.
+fn apply_request(w: &mut Writer<'_>, request: internal_request::Request) -> ApplyOutcome {
+    use internal_request::Request;
+    match request {
+        Request::Put(p) => w.txn(|t| kv::put(t, p)).map(Applied::Put),
+        Request::DeleteRange(d) => w.txn(|t| kv::delete_range(t, &d)).map(Applied::DeleteRange),
+        Request::Txn(txn) => w.txn(|t| kv::txn(t, txn)).map(Applied::Txn),
+        Request::Compaction(c) => {
+            w.compact(c.revision)?;
+            Ok(Applied::Compaction(CompactionResponse {
+                header: header(w.current_revision()),
+            }))
+        }
+        Request::LeaseGrant(_) | Request::LeaseRevoke(_) => Err(ServerError::NotCapable),
+    }
+}
+
+impl ApplyLoop {
+    pub fn run(mut self) {
+        let mut last_persist = Instant::now();
+        let mut unpersisted_entries = 0u64;
+        loop {
+            let first = match self.events.recv_timeout(PERSIST_INTERVAL) {
+                Ok(event) => Some(event),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut entries: Vec<Entry> = Vec::new();
+            for event in first
+                .into_iter()
+                .chain(std::iter::from_fn(|| self.events.try_recv().ok()))
+            {
+                match event {
+                    NodeEvent::Committed(batch) => entries.extend(batch),
+                    NodeEvent::Dropped { id, error } => self.waits.trigger(id, Err(error.into())),
+                }
+                if entries.len() >= PERSIST_ENTRIES_MAX as usize {
+                    break;
+                }
+            }
+            entries.retain(|e| e.index > self.applied_index);
+            if let Some(last) = entries.last().map(|e| e.index) {
+                match self.apply_batch(entries, last) {
+                    Ok(count) => unpersisted_entries += count,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot apply committed entries; stopping");
+                        std::process::exit(2);
+                    }
+                }
+            }
+            if unpersisted_entries > 0
+                && (unpersisted_entries >= PERSIST_ENTRIES_MAX
+                    || last_persist.elapsed() >= PERSIST_INTERVAL)
+            {
+                if let Err(e) = self.store.persist() {
+                    tracing::error!(error = %e, "cannot make the backend durable; stopping");
+                    std::process::exit(2);
+                }
+                last_persist = Instant::now();
+                unpersisted_entries = 0;
+            }
+        }
+        if let Err(e) = self.store.persist() {
+            tracing::error!(error = %e, "cannot make the backend durable at shutdown");
+        }
+    }
+
+    fn apply_batch(&mut self, entries: Vec<Entry>, last: u64) -> Result<u64, ServerError> {
+        let count = entries.len() as u64;
+        let outcomes = self.store.write(last, |w| {
+            let mut outcomes = Vec::with_capacity(entries.len());
+            for entry in entries {
+                if entry.entry_type != EntryType::EntryNormal || entry.data.is_empty() {
+                    continue; // a new leader's empty entry, or a membership change
+                }
+                let request = InternalRequest::decode(entry.data.as_ref()).map_err(|e| {
+                    ServerError::Internal(format!("undecodable entry {}: {e}", entry.index))
+                })?;
+                let Some(body) = request.request else {
+                    continue;
+                };
+                let outcome = apply_request(w, body);
+                if let Err(ServerError::Internal(reason)) = &outcome {
+                    return Err(ServerError::Internal(reason.clone()));
+                }
+                outcomes.push((request.id, outcome));
+            }
+            Ok::<_, ServerError>(outcomes)
+        })?;
+        debug_assert!(last > self.applied_index, "the applied index only grows");
+        self.applied_index = last;
+        for (id, outcome) in outcomes {
+            self.waits.trigger(id, outcome);
+        }
+        self.applied.send_replace(last);
+        self.raft.report_applied(last);
+        Ok(count)
+    }
+}

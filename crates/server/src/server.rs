@@ -1,0 +1,363 @@
+//! `Server`: what the API layer calls. Writes become proposals that go through Raft and come
+//! back from the apply loop; linearizable reads wait for a read index to be applied;
+//! serializable reads go straight to the local store.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::sync_channel;
+use std::time::Duration;
+
+use cairn_mvcc::Store;
+use cairn_proto::cairnpb::{InternalRequest, internal_request};
+use cairn_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+};
+use cairn_raft::{NodeConfig, RaftNode};
+use prost::Message;
+use tokio::sync::{oneshot, watch};
+
+use crate::apply::{Applied, ApplyLoop, WaitTable};
+use crate::ids::{RequestIds, cluster_id, member_id};
+use crate::{ServerError, kv};
+
+/// The etcd version Cairn answers as: its API is 3.5's.
+pub const ETCD_VERSION: &str = "3.5.0";
+
+/// How long a request may wait for consensus before `etcdserver: request timed out`.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
+/// Proposals and reads queued for the Ready loop before callers get `too many requests`.
+const QUEUED_REQUESTS_MAX: usize = 16 * 1024;
+
+const META_MEMBER_ID: &str = "member_id";
+const META_CLUSTER_ID: &str = "cluster_id";
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// `--initial-cluster`: every member's name and peer URLs.
+    pub initial_cluster: Vec<(String, Vec<String>)>,
+    pub initial_cluster_token: String,
+    pub heartbeat_interval: Duration,
+    pub election_timeout: Duration,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+}
+
+/// Point-in-time facts for `Maintenance.Status`.
+#[derive(Clone, Debug)]
+pub struct ServerStatus {
+    pub leader: u64,
+    pub raft_term: u64,
+    pub raft_index: u64,
+    pub raft_applied_index: u64,
+    pub db_size: u64,
+    pub revision: i64,
+}
+
+pub struct Server {
+    store: Arc<Store>,
+    raft: RaftNode,
+    waits: Arc<WaitTable>,
+    applied: watch::Receiver<u64>,
+    request_ids: RequestIds,
+    member_id: u64,
+    cluster_id: u64,
+    max_request_bytes: usize,
+    max_txn_ops: usize,
+}
+
+fn storage_error(what: &str) -> impl Fn(cairn_mvcc::MvccError) -> ServerError + '_ {
+    move |e| ServerError::Internal(format!("{what}: {e}"))
+}
+
+impl Server {
+    /// Opens the data directory (`member/wal`, `member/snap/db`, as etcd lays it out), replays
+    /// the WAL into the store, and starts the Ready and apply loops.
+    pub fn start(config: ServerConfig) -> Result<Arc<Server>, ServerError> {
+        let member_dir = config.data_dir.join("member");
+        let snap_dir = member_dir.join("snap");
+        std::fs::create_dir_all(&snap_dir).map_err(|e| {
+            ServerError::Internal(format!("cannot create {}: {e}", snap_dir.display()))
+        })?;
+        let store = Arc::new(
+            Store::open(&snap_dir.join("db")).map_err(storage_error("cannot open the backend"))?,
+        );
+
+        let (member_id, cluster_id) = match (
+            store
+                .meta(META_MEMBER_ID)
+                .map_err(storage_error("backend"))?,
+            store
+                .meta(META_CLUSTER_ID)
+                .map_err(storage_error("backend"))?,
+        ) {
+            (Some(member), Some(cluster)) => (member, cluster),
+            _ => {
+                let (member, cluster) = initial_ids(&config)?;
+                store
+                    .set_meta(META_MEMBER_ID, member)
+                    .map_err(storage_error("backend"))?;
+                store
+                    .set_meta(META_CLUSTER_ID, cluster)
+                    .map_err(storage_error("backend"))?;
+                (member, cluster)
+            }
+        };
+
+        let applied_index = store.applied_index().map_err(storage_error("backend"))?;
+        let ticks = (config.election_timeout.as_millis()
+            / config.heartbeat_interval.as_millis().max(1))
+        .max(2);
+        let (events_tx, events_rx) = sync_channel(1024);
+        let (raft, _ready_thread) = RaftNode::start(
+            NodeConfig {
+                id: member_id,
+                initial_voters: vec![member_id],
+                wal_dir: member_dir.join("wal"),
+                applied: applied_index,
+                tick_interval: config.heartbeat_interval,
+                election_ticks: ticks as usize,
+                queued_requests_max: QUEUED_REQUESTS_MAX,
+                read_index_timeout: REQUEST_TIMEOUT,
+            },
+            events_tx,
+        )
+        .map_err(|e| ServerError::Internal(format!("cannot start raft: {e}")))?;
+
+        let waits = Arc::new(WaitTable::default());
+        let (applied_tx, applied_rx) = watch::channel(applied_index);
+        let apply_loop = ApplyLoop {
+            store: store.clone(),
+            events: events_rx,
+            waits: waits.clone(),
+            applied: applied_tx,
+            raft: raft.clone(),
+            applied_index,
+        };
+        std::thread::Builder::new()
+            .name("apply".into())
+            .spawn(move || apply_loop.run())
+            .map_err(|e| ServerError::Internal(format!("cannot start the apply loop: {e}")))?;
+
+        tracing::info!(
+            member_id = format_args!("{member_id:x}"),
+            cluster_id = format_args!("{cluster_id:x}"),
+            applied_index,
+            "server started"
+        );
+        Ok(Arc::new(Server {
+            store,
+            raft,
+            waits,
+            applied: applied_rx,
+            request_ids: RequestIds::new(),
+            member_id,
+            cluster_id,
+            max_request_bytes: config.max_request_bytes,
+            max_txn_ops: config.max_txn_ops,
+        }))
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.member_id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// A full response header at `revision`.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: self.raft.term(),
+        }
+    }
+
+    fn fill_header(&self, header: &mut Option<ResponseHeader>) {
+        let revision = header
+            .as_ref()
+            .map_or_else(|| self.store.current_revision(), |h| h.revision);
+        *header = Some(self.header(revision));
+    }
+
+    pub fn status(&self) -> ServerStatus {
+        ServerStatus {
+            leader: self.raft.leader(),
+            raft_term: self.raft.term(),
+            raft_index: self.raft.committed_index(),
+            raft_applied_index: *self.applied.borrow(),
+            db_size: self.store.size_bytes(),
+            revision: self.store.current_revision(),
+        }
+    }
+
+    /// Waits until this member has applied everything committed when the call began, as
+    /// confirmed by the leader: after it, a local read is linearizable.
+    async fn read_barrier(&self) -> Result<(), ServerError> {
+        let (tx, rx) = oneshot::channel();
+        self.raft.read_index(Box::new(move |index| {
+            let _ = tx.send(index);
+        }))?;
+        let index = tokio::time::timeout(REQUEST_TIMEOUT, rx)
+            .await
+            .map_err(|_| ServerError::Timeout)?
+            .map_err(|_| ServerError::Stopped)??;
+        let mut applied = self.applied.clone();
+        tokio::time::timeout(REQUEST_TIMEOUT, applied.wait_for(|a| *a >= index))
+            .await
+            .map_err(|_| ServerError::Timeout)?
+            .map_err(|_| ServerError::Stopped)?;
+        Ok(())
+    }
+
+    async fn propose(&self, request: internal_request::Request) -> Result<Applied, ServerError> {
+        let id = self.request_ids.next();
+        let data = InternalRequest {
+            id,
+            request: Some(request),
+        }
+        .encode_to_vec();
+        if data.len() > self.max_request_bytes {
+            return Err(ServerError::RequestTooLarge);
+        }
+        let outcome = self.waits.register(id);
+        if let Err(e) = self.raft.propose(id, data) {
+            self.waits.cancel(id);
+            return Err(e.into());
+        }
+        match tokio::time::timeout(REQUEST_TIMEOUT, outcome).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => {
+                self.waits.cancel(id);
+                Err(ServerError::Timeout)
+            }
+        }
+    }
+
+    pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, ServerError> {
+        if request.key.is_empty() {
+            return Err(ServerError::EmptyKey);
+        }
+        if !request.serializable {
+            self.read_barrier().await?;
+        }
+        let view = self.store.read_view()?;
+        let mut response = kv::range(&view, &request)?;
+        self.fill_header(&mut response.header);
+        Ok(response)
+    }
+
+    pub async fn put(&self, request: PutRequest) -> Result<PutResponse, ServerError> {
+        if request.key.is_empty() {
+            return Err(ServerError::EmptyKey);
+        }
+        match self
+            .propose(internal_request::Request::Put(request))
+            .await?
+        {
+            Applied::Put(mut response) => {
+                self.fill_header(&mut response.header);
+                Ok(response)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn delete_range(
+        &self,
+        request: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, ServerError> {
+        if request.key.is_empty() {
+            return Err(ServerError::EmptyKey);
+        }
+        match self
+            .propose(internal_request::Request::DeleteRange(request))
+            .await?
+        {
+            Applied::DeleteRange(mut response) => {
+                self.fill_header(&mut response.header);
+                Ok(response)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, ServerError> {
+        kv::check_txn_shape(&request, self.max_txn_ops)?;
+        let mut response = if kv::is_read_only(&request) {
+            // Nothing to replicate: evaluate on a local view once it is known to be current.
+            if !kv::is_serializable(&request) {
+                self.read_barrier().await?;
+            }
+            let mut view = self.store.read_view()?;
+            kv::txn(&mut view, request)?
+        } else {
+            match self
+                .propose(internal_request::Request::Txn(request))
+                .await?
+            {
+                Applied::Txn(response) => response,
+                other => return Err(unexpected(other)),
+            }
+        };
+        self.fill_header(&mut response.header);
+        Ok(response)
+    }
+
+    pub async fn compact(
+        &self,
+        request: CompactionRequest,
+    ) -> Result<CompactionResponse, ServerError> {
+        // Compaction is applied in full (index and backend) before the apply loop answers, so a
+        // `physical` request needs no extra wait.
+        match self
+            .propose(internal_request::Request::Compaction(request))
+            .await?
+        {
+            Applied::Compaction(mut response) => {
+                self.fill_header(&mut response.header);
+                Ok(response)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Makes everything applied so far durable in the backend, for a clean shutdown.
+    pub fn persist(&self) -> Result<(), ServerError> {
+        self.store.persist().map_err(storage_error("backend"))
+    }
+}
+
+fn unexpected(applied: Applied) -> ServerError {
+    ServerError::Internal(format!(
+        "the apply loop answered with the wrong kind of response: {applied:?}"
+    ))
+}
+
+/// The IDs a brand-new member takes from `--initial-cluster` and `--initial-cluster-token`.
+fn initial_ids(config: &ServerConfig) -> Result<(u64, u64), ServerError> {
+    let ids: Vec<(String, u64)> = config
+        .initial_cluster
+        .iter()
+        .map(|(name, urls)| (name.clone(), member_id(urls, &config.initial_cluster_token)))
+        .collect();
+    let Some(&(_, own)) = ids.iter().find(|(name, _)| *name == config.name) else {
+        return Err(ServerError::Internal(format!(
+            "couldn't find local name {:?} in the initial cluster configuration",
+            config.name
+        )));
+    };
+    if ids.len() > 1 {
+        return Err(ServerError::Internal(
+            "multi-member clusters are not supported yet (issue #4): give --initial-cluster one member".into(),
+        ));
+    }
+    let member_ids: Vec<u64> = ids.iter().map(|(_, id)| *id).collect();
+    Ok((own, cluster_id(&member_ids)))
+}
