@@ -1,1 +1,68 @@
-//! placeholder
+//! The API layer: etcd's v3 gRPC services (tonic) over the server core, with request-size
+//! limits and the mapping of server errors to etcd's status codes and messages.
+//!
+//! Services not built yet (Watch, Lease, Cluster, Auth, Lock, Election) are not registered,
+//! so clients get gRPC `Unimplemented` for them. This crate must never reach below the server
+//! core: no cairn-mvcc, cairn-raft or cairn-wal.
+
+mod kv;
+mod maintenance;
+mod status;
+
+use std::sync::Arc;
+
+use cairn_proto::etcdserverpb::kv_server::KvServer;
+use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use cairn_server::Server;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use status::to_status;
+
+/// Room for gRPC framing and the request's other fields above `--max-request-bytes`, as etcd
+/// allows (the server itself refuses an oversized request with etcd's own error).
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub max_request_bytes: usize,
+    pub quota_backend_bytes: i64,
+}
+
+/// Serves the client API on every listener until `shutdown` resolves.
+pub async fn serve_clients(
+    server: Arc<Server>,
+    config: ApiConfig,
+    listeners: Vec<TcpListener>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    let max_message = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let mut tasks = Vec::new();
+    for listener in listeners {
+        let kv = KvServer::new(kv::KvService {
+            server: server.clone(),
+        })
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(usize::MAX);
+        let maintenance = MaintenanceServer::new(maintenance::MaintenanceService {
+            server: server.clone(),
+            quota_backend_bytes: config.quota_backend_bytes,
+        })
+        .max_decoding_message_size(max_message);
+        let mut stop = shutdown.clone();
+        let router = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(kv)
+            .add_service(maintenance);
+        tasks.push(tokio::spawn(router.serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            },
+        )));
+    }
+    for task in tasks {
+        task.await.expect("a serving task does not panic")?;
+    }
+    Ok(())
+}

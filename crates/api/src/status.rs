@@ -1,0 +1,23 @@
+//! The one place a `ServerError` becomes a gRPC status: etcd's code and etcd's message.
+
+use cairn_server::ServerError;
+use tonic::{Code, Status};
+
+pub fn to_status(error: ServerError) -> Status {
+    let code = match &error {
+        ServerError::EmptyKey
+        | ServerError::KeyNotFound
+        | ServerError::TooManyOps
+        | ServerError::DuplicateKey
+        | ServerError::RequestTooLarge => Code::InvalidArgument,
+        ServerError::LeaseNotFound => Code::NotFound,
+        ServerError::Compacted | ServerError::FutureRevision => Code::OutOfRange,
+        ServerError::NoLeader
+        | ServerError::Timeout
+        | ServerError::Stopped
+        | ServerError::NotCapable => Code::Unavailable,
+        ServerError::TooManyRequests => Code::ResourceExhausted,
+        ServerError::Internal(_) => Code::Unknown,
+    };
+    Status::new(code, error.to_string())
+}
