@@ -96,8 +96,6 @@ pub struct Client {
     dial_timeout: Duration,
     channel: Option<Channel>,
     target: String,
-    /// Whether the last connection attempt was refused (for the deadline message).
-    refused: bool,
 }
 
 impl Client {
@@ -111,7 +109,6 @@ impl Client {
             dial_timeout,
             channel: None,
             target,
-            refused: false,
         }
     }
 
@@ -122,7 +119,6 @@ impl Client {
             dial_timeout,
             channel: None,
             target: format!("passthrough:///{}", host_port(ep)),
-            refused: false,
         }
     }
 
@@ -148,7 +144,7 @@ impl Client {
                         self.channel = Some(ch.clone());
                         return ch;
                     }
-                    Err(_) => self.refused = true,
+                    Err(_) => continue,
                 }
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -197,7 +193,6 @@ impl Client {
                 } else {
                     "latest balancer error: all SubConns are in TransientFailure".to_string()
                 };
-                let _ = self.refused;
                 self.warn("DeadlineExceeded", &desc);
                 Err(Fail::new(exit::ERROR, "context deadline exceeded"))
             }

@@ -123,6 +123,8 @@ pub enum Cmd {
     EndpointHealth,
     EndpointStatus,
     Version,
+    /// cobra's `help [command]`.
+    Help,
 }
 
 impl Cmd {
@@ -137,14 +139,14 @@ impl Cmd {
             Cmd::Compaction => (vec![COMPACTION], vec![GLOBAL]),
             Cmd::Endpoint => (vec![ENDPOINT], vec![GLOBAL]),
             Cmd::EndpointHealth | Cmd::EndpointStatus => (vec![], vec![ENDPOINT, GLOBAL]),
-            Cmd::Version => (vec![], vec![GLOBAL]),
+            Cmd::Version | Cmd::Help => (vec![], vec![GLOBAL]),
         }
     }
 
     /// etcdctl's usage text for this command (printed on `--help` and flag errors).
     pub fn usage(self) -> &'static str {
         match self {
-            Cmd::Root => include_str!("usage/root.txt"),
+            Cmd::Root | Cmd::Help => include_str!("usage/root.txt"),
             Cmd::Get => include_str!("usage/get.txt"),
             Cmd::Put => include_str!("usage/put.txt"),
             Cmd::Del => include_str!("usage/del.txt"),
@@ -398,6 +400,8 @@ pub enum ParseError {
     Flag(Cmd, String),
     /// `unknown command "x" for "etcdctl"` with suggestions.
     UnknownCommand(String),
+    /// An etcdctl command cairnctl does not implement.
+    Unsupported(String),
 }
 
 /// The command found in `args`, its flags and its positional arguments.
@@ -455,11 +459,15 @@ pub fn parse(args: &[String]) -> Result<Parsed, ParseError> {
         Some("txn") => (Cmd::Txn, 1),
         Some("compaction") => (Cmd::Compaction, 1),
         Some("version") => (Cmd::Version, 1),
+        Some("help") => (Cmd::Help, 1),
         Some("endpoint") => match words.get(1).map(String::as_str) {
             Some("health") => (Cmd::EndpointHealth, 2),
             Some("status") => (Cmd::EndpointStatus, 2),
             _ => (Cmd::Endpoint, 1),
         },
+        Some(other) if ETCDCTL_COMMANDS.contains(&other) => {
+            return Err(ParseError::Unsupported(other.to_string()));
+        }
         Some(other) => return Err(ParseError::UnknownCommand(other.to_string())),
     };
     let (local, inherited) = cmd.flag_sets();
@@ -556,6 +564,25 @@ pub fn parse_txn_op(words: &[String]) -> Result<(Cmd, Flags, Vec<String>), Optio
     let mut flags = Flags::new(&[defs], &[]);
     let args = parse_flags(&mut flags, &words[1..]).map_err(|_| Some(usage))?;
     Ok((cmd, flags, args))
+}
+
+/// The command a `help` topic names, if cairnctl knows it.
+pub fn help_topic(words: &[String]) -> Option<Cmd> {
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        [] => Some(Cmd::Root),
+        ["get", ..] => Some(Cmd::Get),
+        ["put", ..] => Some(Cmd::Put),
+        ["del", ..] => Some(Cmd::Del),
+        ["txn", ..] => Some(Cmd::Txn),
+        ["compaction", ..] => Some(Cmd::Compaction),
+        ["version", ..] => Some(Cmd::Version),
+        ["help", ..] => None,
+        ["endpoint", "health", ..] => Some(Cmd::EndpointHealth),
+        ["endpoint", "status", ..] => Some(Cmd::EndpointStatus),
+        ["endpoint", ..] => Some(Cmd::Endpoint),
+        _ => None,
+    }
 }
 
 /// cobra's unknown-command error text, with its "Did you mean this?" suggestions.

@@ -79,6 +79,13 @@ fn run(args: Vec<String>, env: Vec<(String, String)>) -> i32 {
             commands::stderr(format!("{err}\n{err}").as_bytes());
             return exit::ERROR;
         }
+        Err(ParseError::Unsupported(name)) => {
+            return Fail::new(
+                exit::ERROR,
+                format!("cairnctl does not implement etcdctl's {name:?} command"),
+            )
+            .report();
+        }
         Err(ParseError::UnknownCommand(name)) => {
             let err = flags::unknown_command_error(&name);
             commands::stderr(
@@ -87,6 +94,9 @@ fn run(args: Vec<String>, env: Vec<(String, String)>) -> i32 {
             return exit::ERROR;
         }
     };
+    if parsed.cmd == Cmd::Help && !parsed.flags.bool("help") {
+        return help(&parsed.args);
+    }
     if parsed.flags.bool("help") || matches!(parsed.cmd, Cmd::Root | Cmd::Endpoint) {
         commands::stdout(parsed.cmd.usage().as_bytes());
         return exit::SUCCESS;
@@ -117,7 +127,7 @@ fn run(args: Vec<String>, env: Vec<(String, String)>) -> i32 {
             Cmd::Txn => commands::txn::txn(&mut ctx).await,
             Cmd::EndpointHealth => commands::endpoint::health(&mut ctx).await,
             Cmd::EndpointStatus => commands::endpoint::status(&mut ctx).await,
-            Cmd::Root | Cmd::Endpoint | Cmd::Version => Ok(()),
+            Cmd::Root | Cmd::Endpoint | Cmd::Version | Cmd::Help => Ok(()),
         }
     });
     // Do not wait for connections still being set up in the background.
@@ -126,6 +136,23 @@ fn run(args: Vec<String>, env: Vec<(String, String)>) -> i32 {
         Ok(()) => exit::SUCCESS,
         Err(fail) => fail.report(),
     }
+}
+
+/// cobra's `help [command]`: the command's usage, or for an unknown topic a complaint and
+/// the root usage as printed before cobra adds its `--help` flag.
+fn help(topic: &[String]) -> i32 {
+    match flags::help_topic(topic) {
+        Some(cmd) => commands::stdout(cmd.usage().as_bytes()),
+        None => {
+            let quoted: Vec<String> = topic.iter().map(|t| format!("`{t}`")).collect();
+            commands::stderr(format!("Unknown help topic [{}]\n", quoted.join(" ")).as_bytes());
+            let usage = Cmd::Root
+                .usage()
+                .replace("  -h, --help[=false]\t\t\t\thelp for etcdctl\n", "");
+            commands::stdout(usage.as_bytes());
+        }
+    }
+    exit::SUCCESS
 }
 
 fn main() {

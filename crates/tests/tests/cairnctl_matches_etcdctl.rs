@@ -283,6 +283,10 @@ fn reads_and_failures_match_on_the_same_server() {
     for args in [
         vec![],
         vec!["--help"],
+        vec!["help"],
+        vec!["help", "get"],
+        vec!["help", "endpoint", "status"],
+        vec!["help", "nosuchcommand"],
         vec!["--bogus"],
         vec!["gte"],
         vec!["nosuchcommand"],
