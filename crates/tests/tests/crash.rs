@@ -195,6 +195,19 @@ async fn acknowledged_puts_survive_repeated_kill9_with_their_revisions() {
         acks.len(),
         lost.join("\n")
     );
+    // Each key was put once, so every stored key (acknowledged or not) is at version 1 with
+    // a revision of its own.
+    let mut stored_revisions = HashSet::new();
+    for (key, (_, create, modified, version)) in &stored {
+        assert!(
+            create == modified && *version == 1,
+            "{key} was put once but has create {create}, mod {modified}, version {version}"
+        );
+        assert!(
+            stored_revisions.insert(*modified),
+            "{key} shares revision {modified} with another key"
+        );
+    }
     let response = client.get("probe", None).await.expect("get");
     let final_revision = header_of(response.header()).revision();
     let acked_max = acks.iter().map(|a| a.revision).max().unwrap_or(0);
