@@ -108,6 +108,7 @@ impl Server {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "data".to_owned());
         let log_path = parent.join(format!("{dir_name}.log"));
+        let data_dir_existed = data_dir.exists();
         let mut last_failure = String::new();
         for _attempt in 0..START_ATTEMPTS_MAX {
             let (client_port, peer_port) = pick_port_pair();
@@ -124,7 +125,13 @@ impl Server {
             };
             match server.spawn_and_wait_ready() {
                 Ok(()) => return server,
-                Err(StartError::PortTaken(log)) => last_failure = log,
+                Err(StartError::PortTaken(log)) => {
+                    // Whatever the failed attempt initialised names the old ports: start over.
+                    if !data_dir_existed {
+                        let _ = fs::remove_dir_all(data_dir);
+                    }
+                    last_failure = log;
+                }
                 Err(StartError::Failed(message)) => panic!("{message}"),
             }
         }
