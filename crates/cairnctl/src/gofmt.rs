@@ -1,6 +1,6 @@
 //! Go's formatting rules that etcdctl's output inherits: `%q` quoting, `encoding/json` and
 //! zap string escaping, `time.Duration` printing and parsing, `strconv.ParseInt`,
-//! humanize's byte sizes and `fmt.Printf` of a verb-less format string.
+//! and humanize's byte sizes.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -388,48 +388,6 @@ pub fn human_bytes(s: u64) -> String {
     }
 }
 
-/// What `fmt.Printf(string(b))` prints for bytes `b`: Go reads them as a format string
-/// without arguments, so `%%` becomes `%` and every verb becomes `%!v(MISSING)`.
-pub fn printf_no_args(b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] != b'%' {
-            out.push(b[i]);
-            i += 1;
-            continue;
-        }
-        i += 1;
-        while i < b.len() && matches!(b[i], b'#' | b'0' | b'+' | b'-' | b' ') {
-            i += 1;
-        }
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i < b.len() && b[i] == b'.' {
-            i += 1;
-            while i < b.len() && b[i].is_ascii_digit() {
-                i += 1;
-            }
-        }
-        if i >= b.len() {
-            out.extend_from_slice(b"%!(NOVERB)");
-            break;
-        }
-        let (verb, len) = match utf8_units(&b[i..]).next() {
-            Some(Ok(c)) => (c, c.len_utf8()),
-            _ => ('\u{FFFD}', 1),
-        };
-        i += len;
-        if verb == '%' {
-            out.push(b'%');
-        } else {
-            out.extend_from_slice(format!("%!{verb}(MISSING)").as_bytes());
-        }
-    }
-    out
-}
-
 /// `addHexPrefix(hex.EncodeToString(b))`: every byte as `\xNN`.
 pub fn hex_bytes(b: &[u8]) -> Vec<u8> {
     let mut out = String::with_capacity(b.len() * 4);
@@ -516,10 +474,5 @@ mod tests {
             r#""a\u003cb\u003e\u0026\"\n\u0001""#
         );
         assert_eq!(zap_string("a<\"b\""), r#""a<\"b\"""#);
-    }
-
-    #[test]
-    fn printf_without_args() {
-        assert_eq!(printf_no_args(b"a%%b%dc%"), b"a%b%!d(MISSING)c%!(NOVERB)");
     }
 }

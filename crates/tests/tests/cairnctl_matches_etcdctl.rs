@@ -200,6 +200,7 @@ fn seed(ep: &str) {
         ("foo/c", "tab\tand \"quotes\" and <html> & ünïcode"),
         ("zeta", "last"),
         ("multi", "line one\nline two"),
+        ("pct", "100%d %% %5.2f %"),
     ];
     for (k, v) in puts {
         let out = etcdctl(ep, &["put", k, v]);
@@ -259,6 +260,7 @@ fn reads_and_failures_match_on_the_same_server() {
             vec!["get", "foo", "--prefix", "--hex"],
             vec!["get", "foo", "--print-value-only"],
             vec!["get", "multi"],
+            vec!["get", "pct"],
             vec!["endpoint", "status"],
             vec!["endpoint", "status", "--cluster"],
             vec!["endpoint", "health"],

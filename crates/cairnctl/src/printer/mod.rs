@@ -95,9 +95,9 @@ impl From<Vec<u8>> for Output {
     }
 }
 
-/// `printPB`: the wire bytes, passed through `fmt.Printf` as a format string.
+/// `printPB`: the response's wire bytes, as they are (no newline).
 fn protobuf(m: &impl Message) -> Vec<u8> {
-    gofmt::printf_no_args(&m.encode_to_vec())
+    m.encode_to_vec()
 }
 
 impl Printer {
