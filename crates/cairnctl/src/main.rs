@@ -110,6 +110,7 @@ fn run(args: Vec<String>, env: Vec<(String, String)>) -> i32 {
         flags: parsed.flags,
         args: parsed.args,
         env,
+        env_applied: false,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -509,6 +509,16 @@ fn environment_variables_match() {
         (&["get", "foo"], &[("ETCDCTL_WRITE_OUT", "xml")]),
         (&["endpoint", "status"], &[("ETCDCTL_WRITE_OUT", "table")]),
         (&["version"], &[("ETCDCTL_FOO", "1")]),
+        (&["endpoint", "status"], &[("ETCDCTL_CLUSTER", "true")]),
+        (
+            &["endpoint", "status", "--cluster"],
+            &[("ETCDCTL_CLUSTER", "true")],
+        ),
+        (
+            &["endpoint", "health", "--cluster"],
+            &[("ETCDCTL_FOO", "1")],
+        ),
+        (&["get", "foo"], &[("ETCDCTL_CLUSTER", "true")]),
     ];
     for (args, env) in cases {
         let e = with_env(system_etcdctl(), &ep, args, env);

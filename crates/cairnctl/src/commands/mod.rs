@@ -19,6 +19,9 @@ pub struct Ctx {
     pub flags: Flags,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// etcdctl 3.4.23 reads the environment once per command (its warnings appear once
+    /// even where the command builds two clients).
+    pub env_applied: bool,
 }
 
 impl Ctx {
@@ -36,6 +39,9 @@ impl Ctx {
 
     /// `flags.SetPflagsFromEnv("ETCDCTL", cmd.InheritedFlags())`, with capnslog's warnings.
     pub fn apply_env(&mut self) -> Result<(), Fail> {
+        if std::mem::replace(&mut self.env_applied, true) {
+            return Ok(());
+        }
         match self.flags.apply_env(&self.env) {
             Ok(lines) => {
                 for l in lines {
