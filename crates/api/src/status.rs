@@ -6,6 +6,8 @@ use tonic::{Code, Status};
 pub fn to_status(error: ServerError) -> Status {
     let code = match &error {
         ServerError::EmptyKey
+        | ServerError::ValueProvided
+        | ServerError::LeaseProvided
         | ServerError::KeyNotFound
         | ServerError::TooManyOps
         | ServerError::DuplicateKey

@@ -8,6 +8,10 @@ use cairn_raft::RaftError;
 pub enum ServerError {
     #[error("etcdserver: key is not provided")]
     EmptyKey,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
     #[error("etcdserver: key not found")]
     KeyNotFound,
     #[error("etcdserver: requested lease not found")]

@@ -80,6 +80,20 @@ fn get_one(view: &impl KvView, key: &[u8]) -> Result<Option<KeyValue>, ServerErr
 
 // ---- validation before any change, so a failing request changes nothing ----
 
+/// Checks a put's shape: a key, and no value or lease alongside the flag that keeps the old one.
+pub fn check_put_shape(p: &PutRequest) -> Result<(), ServerError> {
+    if p.key.is_empty() {
+        return Err(ServerError::EmptyKey);
+    }
+    if p.ignore_value && !p.value.is_empty() {
+        return Err(ServerError::ValueProvided);
+    }
+    if p.ignore_lease && p.lease != 0 {
+        return Err(ServerError::LeaseProvided);
+    }
+    Ok(())
+}
+
 /// Checks a request's shape (the API layer's checks in etcd): empty keys, txn size, duplicates.
 pub fn check_txn_shape(txn: &TxnRequest, max_txn_ops: usize) -> Result<(), ServerError> {
     if txn.compare.len() > max_txn_ops
@@ -96,9 +110,7 @@ pub fn check_txn_shape(txn: &TxnRequest, max_txn_ops: usize) -> Result<(), Serve
             Some(request_op::Request::RequestRange(r)) if r.key.is_empty() => {
                 return Err(ServerError::EmptyKey);
             }
-            Some(request_op::Request::RequestPut(r)) if r.key.is_empty() => {
-                return Err(ServerError::EmptyKey);
-            }
+            Some(request_op::Request::RequestPut(r)) => check_put_shape(r)?,
             Some(request_op::Request::RequestDeleteRange(r)) if r.key.is_empty() => {
                 return Err(ServerError::EmptyKey);
             }

@@ -254,9 +254,7 @@ impl Server {
     }
 
     pub async fn put(&self, request: PutRequest) -> Result<PutResponse, ServerError> {
-        if request.key.is_empty() {
-            return Err(ServerError::EmptyKey);
-        }
+        kv::check_put_shape(&request)?;
         match self
             .propose(internal_request::Request::Put(request))
             .await?
