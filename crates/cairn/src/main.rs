@@ -13,6 +13,9 @@ use tokio::net::TcpListener;
 
 use flags::{Flags, FlagsError};
 
+/// How long in-flight requests may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn init_logging(flags: &Flags) {
     let level = match flags.log_level.as_str() {
         "debug" => tracing::Level::DEBUG,
@@ -95,9 +98,15 @@ async fn run(flags: Flags) -> Result<(), String> {
         max_request_bytes: flags.max_request_bytes,
         quota_backend_bytes: flags.quota_backend_bytes(),
     };
-    serve_clients(server.clone(), api, listeners, stop_rx)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut stopped = stop_rx.clone();
+    tokio::select! {
+        served = serve_clients(server.clone(), api, listeners, stop_rx) => served.map_err(|e| e.to_string())?,
+        // Graceful stop waits for clients to hang up; like etcd, give them a bounded grace.
+        _ = async {
+            let _ = stopped.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::info!("clients still connected after the shutdown grace period; closing"),
+    }
     server.persist().map_err(|e| e.to_string())?;
     tracing::info!("stopped cleanly");
     Ok(())
