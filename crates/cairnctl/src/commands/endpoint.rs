@@ -72,6 +72,7 @@ async fn check(mut client: Client, ep: String, timeout: Option<std::time::Durati
 
 pub async fn health(ctx: &mut Ctx) -> Result<(), Fail> {
     ctx.apply_env()?;
+    ctx.check_supported()?;
     let printer = ctx.printer()?;
     let endpoints = endpoints_from_cluster(ctx).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

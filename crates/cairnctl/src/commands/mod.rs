@@ -66,9 +66,38 @@ impl Ctx {
         })
     }
 
+    /// Refuses what cairnctl cannot do as etcdctl would (TLS, authentication, DNS
+    /// discovery) rather than silently doing something else.
+    pub fn check_supported(&self) -> Result<(), Fail> {
+        let unsupported = |what: &str| {
+            Err(Fail::new(
+                exit::ERROR,
+                format!("cairnctl does not support {what} yet"),
+            ))
+        };
+        for flag in ["cacert", "cert", "key"] {
+            if !self.flags.str(flag).is_empty() {
+                return unsupported("TLS (--cacert, --cert, --key)");
+            }
+        }
+        if !self.flags.bool("insecure-transport")
+            || self.endpoints().iter().any(|e| e.starts_with("https://"))
+        {
+            return unsupported("TLS (https endpoints, --insecure-transport=false)");
+        }
+        if !self.flags.str("user").is_empty() || !self.flags.str("password").is_empty() {
+            return unsupported("authentication (--user, --password)");
+        }
+        if !self.flags.str("discovery-srv").is_empty() {
+            return unsupported("DNS discovery (--discovery-srv)");
+        }
+        Ok(())
+    }
+
     /// `mustClientFromCmd`: environment, printer, then a (lazily connecting) client.
     pub fn must_client(&mut self) -> Result<(Client, Printer), Fail> {
         self.apply_env()?;
+        self.check_supported()?;
         let printer = self.printer()?;
         Ok((Client::new(self.endpoints(), self.dial_timeout()), printer))
     }
