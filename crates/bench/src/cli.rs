@@ -55,7 +55,7 @@ pub enum Command {
     Put(PutArgs),
     /// Range over `key` (or `[key, range_end)`), linearizable or serializable.
     Range(RangeArgs),
-    /// Transactions that each put `--txn-ops` random keys.
+    /// Transactions that each put `--txn-ops` keys, cycling through the space.
     TxnPut(TxnPutArgs),
 }
 

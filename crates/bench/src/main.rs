@@ -53,11 +53,17 @@ async fn bench(cli: Cli) -> Result<ExitCode, String> {
             keys: w.keys.keys(w.sequential_keys)?,
             value: rng.bytes(w.keys.val_size),
         },
-        Command::TxnPut(w) => Workload::TxnPut {
-            keys: w.keys.keys(false)?,
-            value: rng.bytes(w.keys.val_size),
-            ops: w.txn_ops,
-        },
+        Command::TxnPut(w) => {
+            let keys = w.keys.keys(true)?;
+            if w.txn_ops == 0 || w.txn_ops as u64 > keys.space {
+                return Err("--txn-ops must be between 1 and --key-space-size".into());
+            }
+            Workload::TxnPut {
+                keys,
+                value: rng.bytes(w.keys.val_size),
+                ops: w.txn_ops,
+            }
+        }
         Command::Range(r) => {
             write_first = r.write_first.map(|size| PutRequest {
                 key: r.key.clone().into_bytes(),

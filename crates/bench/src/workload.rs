@@ -40,8 +40,13 @@ impl Keys {
         } else {
             rng.below(self.space)
         };
+        self.key_at(index)
+    }
+
+    /// The key for index `i` (modulo the space).
+    pub fn key_at(&self, i: u64) -> Vec<u8> {
         let mut key = vec![0u8; self.size];
-        put_varint(&mut key, zigzag(index));
+        put_varint(&mut key, zigzag(i % self.space));
         key
     }
 }
@@ -110,11 +115,13 @@ impl Workload {
                 kv.range(range).await?;
             }
             Workload::TxnPut { keys, value, ops } => {
-                let success = (0..*ops)
-                    .map(|_| RequestOp {
-                        // etcd's txn-put picks every key at random.
+                // Consecutive indexes, so no txn names a key twice (etcd
+                // rejects that); `ops <= keys.space` is checked up front.
+                let first = seq.wrapping_mul(*ops as u64);
+                let success = (0..*ops as u64)
+                    .map(|j| RequestOp {
                         request: Some(request_op::Request::RequestPut(PutRequest {
-                            key: keys.key(rng.next(), rng),
+                            key: keys.key_at(first.wrapping_add(j)),
                             value: value.clone(),
                             ..Default::default()
                         })),
