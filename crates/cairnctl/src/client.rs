@@ -17,6 +17,23 @@ pub fn host_port(ep: &str) -> &str {
         .trim_end_matches('/')
 }
 
+/// The address Go's dialer reports: the host resolved, IPv4 first.
+fn dial_address(hp: &str) -> String {
+    use std::net::ToSocketAddrs;
+    match hp.to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            addrs
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or(addrs.first())
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| hp.to_string())
+        }
+        Err(_) => hp.to_string(),
+    }
+}
+
 /// A random UUID, as clientv3 names its resolver group.
 fn uuid() -> String {
     let mut b = [0u8; 16];
@@ -118,7 +135,7 @@ impl Client {
             endpoints: vec![ep.to_string()],
             dial_timeout,
             channel: None,
-            target: format!("passthrough:///{}", host_port(ep)),
+            target: format!("passthrough:///{ep}"),
         }
     }
 
@@ -186,7 +203,7 @@ impl Client {
                 let desc = if self.channel.is_some() || connected_before {
                     "context deadline exceeded".to_string()
                 } else if self.target.starts_with("passthrough") {
-                    let hp = host_port(&self.endpoints[0]);
+                    let hp = dial_address(host_port(&self.endpoints[0]));
                     format!(
                         "latest balancer error: connection error: desc = \"transport: Error while dialing dial tcp {hp}: connect: connection refused\""
                     )

@@ -539,6 +539,14 @@ fn unreachable_endpoints_match() {
     let good_first = format!("{good},{dead}");
     let cases: Vec<(&str, Vec<&str>)> = vec![
         (dead, vec!["get", "foo", "--command-timeout=1s"]),
+        (
+            "http://127.0.0.1:1",
+            vec!["get", "foo", "--command-timeout=1s"],
+        ),
+        (
+            "http://127.0.0.1:1",
+            vec!["endpoint", "status", "--command-timeout=1s"],
+        ),
         (dead, vec!["put", "foo", "x", "--command-timeout=1s"]),
         (
             dead,
