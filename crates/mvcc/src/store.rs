@@ -22,6 +22,9 @@ use crate::revision::Revision;
 const KV_TABLE: TableDefinition<u128, &[u8]> = TableDefinition::new("kv");
 /// Small named integers: the applied raft index, the compacted revision, member metadata.
 const META_TABLE: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Granted leases: id -> TTL in seconds. Attachments are not stored here: each key's value
+/// records its lease, as etcd's does.
+const LEASE_TABLE: TableDefinition<i64, i64> = TableDefinition::new("lease");
 
 const META_APPLIED_INDEX: &str = "applied_index";
 const META_COMPACTED_REVISION: &str = "compacted_revision";
@@ -218,6 +221,35 @@ impl Store {
         Ok(table.get(name).map_err(backend)?.map(|v| v.value()))
     }
 
+    /// Every granted lease as (id, TTL in seconds).
+    pub fn leases(&self) -> Result<Vec<(i64, i64)>, MvccError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = match txn.open_table(LEASE_TABLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(backend(e)),
+        };
+        let mut leases = Vec::new();
+        for entry in table.iter().map_err(backend)? {
+            let (id, ttl) = entry.map_err(backend)?;
+            leases.push((id.value(), ttl.value()));
+        }
+        Ok(leases)
+    }
+
+    /// Every live key attached to a lease, as (key, lease id): to rebuild attachments on start.
+    pub fn leased_keys(&self) -> Result<Vec<(Vec<u8>, i64)>, MvccError> {
+        let all = self
+            .read_view()?
+            .range(&[0], &[0], &RangeOptions::default())?;
+        Ok(all
+            .kvs
+            .into_iter()
+            .filter(|kv| kv.lease != 0)
+            .map(|kv| (kv.key, kv.lease))
+            .collect())
+    }
+
     /// Size of the backend file in bytes.
     pub fn size_bytes(&self) -> u64 {
         std::fs::metadata(&self.path).map_or(0, |m| m.len())
@@ -253,6 +285,7 @@ impl Store {
         let result = {
             let mut writer = Writer {
                 kv: txn.open_table(KV_TABLE).map_err(backend)?,
+                leases: txn.open_table(LEASE_TABLE).map_err(backend)?,
                 state: &mut state,
             };
             let r = apply(&mut writer);
@@ -358,6 +391,7 @@ impl ReadView<'_> {
 /// Exclusive access to the store for one batch of applied entries.
 pub struct Writer<'a> {
     kv: redb::Table<'a, u128, &'static [u8]>,
+    leases: redb::Table<'a, i64, i64>,
     state: &'a mut IndexState,
 }
 
@@ -436,6 +470,20 @@ impl TxnWriter<'_, '_> {
         rev
     }
 
+    /// Records a granted lease; leases are not revisioned, so this takes no revision.
+    pub fn put_lease(&mut self, id: i64, ttl_seconds: i64) -> Result<(), MvccError> {
+        self.writer
+            .leases
+            .insert(id, ttl_seconds)
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    pub fn delete_lease(&mut self, id: i64) -> Result<(), MvccError> {
+        self.writer.leases.remove(id).map_err(backend)?;
+        Ok(())
+    }
+
     /// Reads a range, seeing this request's earlier changes.
     pub fn range(
         &self,
@@ -480,8 +528,8 @@ impl TxnWriter<'_, '_> {
         Ok(())
     }
 
-    /// Deletes every live key in the range; returns how many were deleted.
-    pub fn delete_range(&mut self, key: &[u8], end: &[u8]) -> Result<i64, MvccError> {
+    /// Deletes every live key in the range; returns the keys deleted.
+    pub fn delete_range(&mut self, key: &[u8], end: &[u8]) -> Result<Vec<Box<[u8]>>, MvccError> {
         let keys = self.writer.state.index.live_keys(key, end);
         for k in &keys {
             let rev = self.next_revision();
@@ -500,7 +548,7 @@ impl TxnWriter<'_, '_> {
                 )
                 .map_err(backend)?;
         }
-        Ok(keys.len() as i64)
+        Ok(keys)
     }
 }
 
@@ -568,7 +616,7 @@ mod tests {
         let deleted = store
             .write(2, |w| w.txn(|t| t.delete_range(b"zz", b"")))
             .expect("delete");
-        assert_eq!(deleted, 0);
+        assert!(deleted.is_empty());
         assert_eq!(store.current_revision(), 2);
     }
 
