@@ -13,6 +13,8 @@ pub fn to_status(error: ServerError) -> Status {
         | ServerError::DuplicateKey
         | ServerError::RequestTooLarge => Code::InvalidArgument,
         ServerError::LeaseNotFound => Code::NotFound,
+        ServerError::LeaseExists => Code::FailedPrecondition,
+        ServerError::LeaseTtlTooLarge => Code::OutOfRange,
         ServerError::Compacted | ServerError::FutureRevision => Code::OutOfRange,
         ServerError::NoLeader
         | ServerError::Timeout

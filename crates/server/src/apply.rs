@@ -10,12 +10,15 @@ use std::time::{Duration, Instant};
 use cairn_mvcc::{Store, Writer};
 use cairn_proto::cairnpb::{InternalRequest, internal_request};
 use cairn_proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, PutResponse, ResponseHeader, TxnResponse,
+    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse,
+    ResponseHeader, TxnResponse,
 };
 use cairn_raft::{Entry, EntryType, NodeEvent, RaftNode};
 use prost::Message;
 use tokio::sync::{oneshot, watch};
 
+use crate::kv::AppliedTxn;
+use crate::lease::Lessor;
 use crate::{ServerError, kv};
 
 /// Make the backend durable at least this often, so recovery replays a bounded WAL suffix.
@@ -29,6 +32,8 @@ pub enum Applied {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compaction(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
 }
 
 pub type ApplyOutcome = Result<Applied, ServerError>;
@@ -70,6 +75,7 @@ pub struct ApplyLoop {
     pub waits: Arc<WaitTable>,
     pub applied: watch::Sender<u64>,
     pub raft: RaftNode,
+    pub lessor: Arc<Lessor>,
     pub applied_index: u64,
 }
 
@@ -82,19 +88,56 @@ fn header(revision: i64) -> Option<ResponseHeader> {
 
 /// Applies one request. A request-level error leaves the store untouched (every check runs
 /// before the first change); an `Internal` error is a storage failure and stops the batch.
-fn apply_request(w: &mut Writer<'_>, request: internal_request::Request) -> ApplyOutcome {
+fn apply_request(
+    w: &mut Writer<'_>,
+    lessor: &Lessor,
+    request: internal_request::Request,
+) -> ApplyOutcome {
     use internal_request::Request;
     match request {
-        Request::Put(p) => w.txn(|t| kv::put(t, p)).map(Applied::Put),
-        Request::DeleteRange(d) => w.txn(|t| kv::delete_range(t, &d)).map(Applied::DeleteRange),
-        Request::Txn(txn) => w.txn(|t| kv::txn(t, txn)).map(Applied::Txn),
+        Request::Put(p) => w
+            .txn(|txn| kv::put(&mut AppliedTxn { txn, lessor }, p))
+            .map(Applied::Put),
+        Request::DeleteRange(d) => w
+            .txn(|txn| kv::delete_range(&mut AppliedTxn { txn, lessor }, &d))
+            .map(Applied::DeleteRange),
+        Request::Txn(t) => w
+            .txn(|txn| kv::txn(&mut AppliedTxn { txn, lessor }, t))
+            .map(Applied::Txn),
         Request::Compaction(c) => {
             w.compact(c.revision)?;
             Ok(Applied::Compaction(CompactionResponse {
                 header: header(w.current_revision()),
             }))
         }
-        Request::LeaseGrant(_) | Request::LeaseRevoke(_) => Err(ServerError::NotCapable),
+        Request::LeaseGrant(g) => {
+            lessor.check_grant(g.id)?;
+            let ttl = lessor.granted_ttl(g.ttl);
+            w.txn(|txn| txn.put_lease(g.id, ttl))?;
+            lessor.grant(g.id, ttl);
+            Ok(Applied::LeaseGrant(LeaseGrantResponse {
+                header: header(w.current_revision()),
+                id: g.id,
+                ttl,
+                error: String::new(),
+            }))
+        }
+        Request::LeaseRevoke(r) => {
+            let keys = lessor.keys(r.id).ok_or(ServerError::LeaseNotFound)?;
+            // Every attached key goes in one revision, so watchers see one atomic change.
+            w.txn(|txn| {
+                let mut applied = AppliedTxn { txn, lessor };
+                for key in &keys {
+                    kv::KvView::delete_range(&mut applied, key, b"")?;
+                }
+                applied.txn.delete_lease(r.id)?;
+                Ok::<_, ServerError>(())
+            })?;
+            lessor.remove(r.id);
+            Ok(Applied::LeaseRevoke(LeaseRevokeResponse {
+                header: header(w.current_revision()),
+            }))
+        }
     }
 }
 
@@ -162,7 +205,7 @@ impl ApplyLoop {
                 let Some(body) = request.request else {
                     continue;
                 };
-                let outcome = apply_request(w, body);
+                let outcome = apply_request(w, &self.lessor, body);
                 if let Err(ServerError::Internal(reason)) = &outcome {
                     return Err(ServerError::Internal(reason.clone()));
                 }

@@ -16,6 +16,10 @@ pub enum ServerError {
     KeyNotFound,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     #[error("etcdserver: too many operations in txn request")]
     TooManyOps,
     #[error("etcdserver: duplicate key given in txn request")]

@@ -16,6 +16,7 @@ use cairn_proto::etcdserverpb::{
 };
 
 use crate::ServerError;
+use crate::lease::Lessor;
 
 /// Reading (and, for a write, changing) the store inside one request.
 pub trait KvView {
@@ -23,6 +24,7 @@ pub trait KvView {
     fn revision(&self) -> i64;
     fn compacted_revision(&self) -> i64;
     fn range(&self, key: &[u8], end: &[u8], opts: &RangeOptions) -> Result<RangeResult, MvccError>;
+    fn lease_exists(&self, id: i64) -> bool;
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>, lease: i64) -> Result<(), ServerError>;
     fn delete_range(&mut self, key: &[u8], end: &[u8]) -> Result<i64, ServerError>;
 }
@@ -37,6 +39,10 @@ impl KvView for ReadView<'_> {
     fn range(&self, key: &[u8], end: &[u8], opts: &RangeOptions) -> Result<RangeResult, MvccError> {
         ReadView::range(self, key, end, opts)
     }
+    fn lease_exists(&self, _: i64) -> bool {
+        // Only puts ask, and a read-only request has none.
+        false
+    }
     fn put(&mut self, _: Vec<u8>, _: Vec<u8>, _: i64) -> Result<(), ServerError> {
         Err(ServerError::Internal(
             "a read-only request tried to put".into(),
@@ -49,21 +55,35 @@ impl KvView for ReadView<'_> {
     }
 }
 
-impl KvView for TxnWriter<'_, '_> {
+/// A request being applied from the log: store changes plus the lessor's attachments.
+pub struct AppliedTxn<'t, 'w, 'a> {
+    pub txn: &'t mut TxnWriter<'w, 'a>,
+    pub lessor: &'t Lessor,
+}
+
+impl KvView for AppliedTxn<'_, '_, '_> {
     fn revision(&self) -> i64 {
-        self.read_revision()
+        self.txn.read_revision()
     }
     fn compacted_revision(&self) -> i64 {
-        TxnWriter::compacted_revision(self)
+        self.txn.compacted_revision()
     }
     fn range(&self, key: &[u8], end: &[u8], opts: &RangeOptions) -> Result<RangeResult, MvccError> {
-        TxnWriter::range(self, key, end, opts)
+        self.txn.range(key, end, opts)
+    }
+    fn lease_exists(&self, id: i64) -> bool {
+        self.lessor.exists(id)
     }
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>, lease: i64) -> Result<(), ServerError> {
-        Ok(TxnWriter::put(self, key, value, lease)?)
+        self.lessor.attach(&key, lease);
+        Ok(self.txn.put(key, value, lease)?)
     }
     fn delete_range(&mut self, key: &[u8], end: &[u8]) -> Result<i64, ServerError> {
-        Ok(TxnWriter::delete_range(self, key, end)?)
+        let deleted = self.txn.delete_range(key, end)?;
+        for key in &deleted {
+            self.lessor.detach(key);
+        }
+        Ok(deleted.len() as i64)
     }
 }
 
@@ -183,8 +203,7 @@ fn check_range(view: &impl KvView, r: &RangeRequest) -> Result<(), ServerError> 
 }
 
 fn check_put(view: &impl KvView, p: &PutRequest) -> Result<(), ServerError> {
-    if p.lease != 0 {
-        // Leases arrive with the Lease service; until then every lease is unknown.
+    if p.lease != 0 && !view.lease_exists(p.lease) {
         return Err(ServerError::LeaseNotFound);
     }
     if (p.ignore_value || p.ignore_lease) && get_one(view, &p.key)?.is_none() {

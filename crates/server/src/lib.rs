@@ -9,8 +9,10 @@ mod apply;
 mod error;
 mod ids;
 mod kv;
+mod lease;
 mod server;
 
 pub use error::ServerError;
 pub use ids::{cluster_id, member_id};
+pub use lease::LeaseTimeToLive;
 pub use server::{ETCD_VERSION, Server, ServerConfig, ServerStatus};

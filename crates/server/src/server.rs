@@ -10,7 +10,8 @@ use std::time::Duration;
 use cairn_mvcc::Store;
 use cairn_proto::cairnpb::{InternalRequest, internal_request};
 use cairn_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use cairn_raft::{NodeConfig, RaftNode};
@@ -19,6 +20,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::apply::{Applied, ApplyLoop, WaitTable};
 use crate::ids::{RequestIds, cluster_id, member_id};
+use crate::lease::{LeaseTimeToLive, Lessor, MAX_LEASE_TTL_SECONDS};
 use crate::{ServerError, kv};
 
 /// The etcd version Cairn answers as: its API is 3.5's.
@@ -61,7 +63,8 @@ pub struct Server {
     raft: RaftNode,
     waits: Arc<WaitTable>,
     applied: watch::Receiver<u64>,
-    request_ids: RequestIds,
+    request_ids: Arc<RequestIds>,
+    lessor: Arc<Lessor>,
     member_id: u64,
     cluster_id: u64,
     max_request_bytes: usize,
@@ -126,6 +129,15 @@ impl Server {
         )
         .map_err(|e| ServerError::Internal(format!("cannot start raft: {e}")))?;
 
+        // etcd's minimum TTL: long enough to survive a leader election (1.5 election timeouts).
+        let min_ttl_seconds =
+            (config.election_timeout.as_millis() as u64 * 3 / 2).div_ceil(1000) as i64;
+        let lessor = Arc::new(Lessor::new(min_ttl_seconds));
+        lessor.restore(
+            store.leases().map_err(storage_error("backend"))?,
+            store.leased_keys().map_err(storage_error("backend"))?,
+        );
+
         let waits = Arc::new(WaitTable::default());
         let (applied_tx, applied_rx) = watch::channel(applied_index);
         let apply_loop = ApplyLoop {
@@ -134,6 +146,7 @@ impl Server {
             waits: waits.clone(),
             applied: applied_tx,
             raft: raft.clone(),
+            lessor: lessor.clone(),
             applied_index,
         };
         std::thread::Builder::new()
@@ -147,12 +160,15 @@ impl Server {
             applied_index,
             "server started"
         );
+        let request_ids = Arc::new(RequestIds::new());
+        spawn_lease_expiry(raft.clone(), lessor.clone(), request_ids.clone(), member_id)?;
         Ok(Arc::new(Server {
             store,
             raft,
             waits,
             applied: applied_rx,
-            request_ids: RequestIds::new(),
+            request_ids,
+            lessor,
             member_id,
             cluster_id,
             max_request_bytes: config.max_request_bytes,
@@ -326,10 +342,100 @@ impl Server {
         }
     }
 
+    pub async fn lease_grant(
+        &self,
+        mut request: LeaseGrantRequest,
+    ) -> Result<LeaseGrantResponse, ServerError> {
+        if request.ttl > MAX_LEASE_TTL_SECONDS {
+            return Err(ServerError::LeaseTtlTooLarge);
+        }
+        if request.id == 0 {
+            request.id = (self.request_ids.next() & i64::MAX as u64) as i64;
+        }
+        match self
+            .propose(internal_request::Request::LeaseGrant(request))
+            .await?
+        {
+            Applied::LeaseGrant(mut response) => {
+                self.fill_header(&mut response.header);
+                Ok(response)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn lease_revoke(
+        &self,
+        request: LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse, ServerError> {
+        match self
+            .propose(internal_request::Request::LeaseRevoke(request))
+            .await?
+        {
+            Applied::LeaseRevoke(mut response) => {
+                self.fill_header(&mut response.header);
+                Ok(response)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A keep-alive, answered by the leader from memory: the lease's TTL, or None if unknown.
+    pub fn lease_renew(&self, id: i64) -> Result<Option<i64>, ServerError> {
+        if self.raft.leader() != self.member_id {
+            return Err(ServerError::NoLeader);
+        }
+        Ok(self.lessor.renew(id))
+    }
+
+    pub fn lease_time_to_live(&self, id: i64, with_keys: bool) -> Option<LeaseTimeToLive> {
+        self.lessor.time_to_live(id, with_keys)
+    }
+
+    pub fn lease_ids(&self) -> Vec<i64> {
+        self.lessor.ids()
+    }
+
     /// Makes everything applied so far durable in the backend, for a clean shutdown.
     pub fn persist(&self) -> Result<(), ServerError> {
         self.store.persist().map_err(storage_error("backend"))
     }
+}
+
+/// How often the leader looks for expired leases.
+const LEASE_EXPIRY_CHECK: Duration = Duration::from_millis(500);
+
+/// While this member leads, proposes a revoke for every lease that has run out. Revokes go
+/// through Raft, so every member deletes the same keys at the same revision.
+fn spawn_lease_expiry(
+    raft: RaftNode,
+    lessor: Arc<Lessor>,
+    request_ids: Arc<RequestIds>,
+    member_id: u64,
+) -> Result<(), ServerError> {
+    std::thread::Builder::new()
+        .name("lease-expiry".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(LEASE_EXPIRY_CHECK);
+                if raft.leader() != member_id {
+                    continue;
+                }
+                for id in lessor.expired(std::time::Instant::now()) {
+                    let request = InternalRequest {
+                        id: request_ids.next(),
+                        request: Some(internal_request::Request::LeaseRevoke(LeaseRevokeRequest { id })),
+                    };
+                    match raft.propose(request.id, request.encode_to_vec()) {
+                        Ok(()) => tracing::debug!(lease = format_args!("{id:x}"), "lease expired; revoking"),
+                        Err(cairn_raft::RaftError::Stopped) => return,
+                        Err(e) => tracing::warn!(error = %e, "cannot propose the revoke of an expired lease; will retry"),
+                    }
+                }
+            }
+        })
+        .map_err(|e| ServerError::Internal(format!("cannot start the lease expiry thread: {e}")))?;
+    Ok(())
 }
 
 fn unexpected(applied: Applied) -> ServerError {
