@@ -160,33 +160,76 @@ impl Cmd {
     }
 }
 
-/// etcdctl's top-level command names, for cobra's "Did you mean this?" suggestions.
-const ETCDCTL_COMMANDS: &[&str] = &[
-    "alarm",
-    "auth",
-    "check",
-    "compaction",
-    "completion",
-    "defrag",
-    "del",
-    "elect",
-    "endpoint",
+/// etcdctl's top-level commands in the order it adds them (cobra adds `help` and
+/// `completion`); the order of cobra's "Did you mean this?" suggestions.
+const ROOT_COMMANDS: &[&str] = &[
     "get",
-    "help",
-    "lease",
-    "lock",
-    "make-mirror",
-    "member",
-    "migrate",
-    "move-leader",
     "put",
-    "role",
-    "snapshot",
+    "del",
     "txn",
-    "user",
-    "version",
+    "compaction",
+    "alarm",
+    "defrag",
+    "endpoint",
+    "move-leader",
     "watch",
+    "version",
+    "lease",
+    "member",
+    "snapshot",
+    "make-mirror",
+    "migrate",
+    "lock",
+    "elect",
+    "auth",
+    "user",
+    "role",
+    "check",
+    "help",
+    "completion",
 ];
+
+/// `endpoint`'s subcommands.
+const ENDPOINT_COMMANDS: &[&str] = &["health", "status", "hashkv"];
+
+/// cobra's `findNext` with etcdctl's prefix matching: the command named `word`, or the
+/// only one whose name starts with it.
+fn find_next(word: &str, commands: &[&'static str]) -> Option<&'static str> {
+    if let Some(c) = commands.iter().find(|c| **c == word) {
+        return Some(c);
+    }
+    let mut matches = commands.iter().filter(|c| c.starts_with(word));
+    match (matches.next(), matches.next()) {
+        (Some(only), None) => Some(only),
+        _ => None,
+    }
+}
+
+/// The command named by `words` (each possibly a prefix) and how many words name it.
+/// `Err` is the (resolved) name of an etcdctl command cairnctl does not implement, or
+/// `None` for an unknown command.
+fn find(words: &[String]) -> Result<(Cmd, usize), Option<String>> {
+    let Some(first) = words.first() else {
+        return Ok((Cmd::Root, 0));
+    };
+    let name = find_next(first, ROOT_COMMANDS).ok_or(None)?;
+    Ok(match name {
+        "get" => (Cmd::Get, 1),
+        "put" => (Cmd::Put, 1),
+        "del" => (Cmd::Del, 1),
+        "txn" => (Cmd::Txn, 1),
+        "compaction" => (Cmd::Compaction, 1),
+        "version" => (Cmd::Version, 1),
+        "help" => (Cmd::Help, 1),
+        "endpoint" => match words.get(1).and_then(|w| find_next(w, ENDPOINT_COMMANDS)) {
+            Some("health") => (Cmd::EndpointHealth, 2),
+            Some("status") => (Cmd::EndpointStatus, 2),
+            Some(other) => return Err(Some(format!("endpoint {other}"))),
+            None => (Cmd::Endpoint, 1),
+        },
+        other => return Err(Some(other.to_string())),
+    })
+}
 
 #[derive(Clone, Debug)]
 enum Value {
@@ -451,25 +494,10 @@ fn command_words(args: &[String]) -> Vec<String> {
 /// Finds the command and parses its flags like cobra would.
 pub fn parse(args: &[String]) -> Result<Parsed, ParseError> {
     let words = command_words(args);
-    let (cmd, consumed) = match words.first().map(String::as_str) {
-        None => (Cmd::Root, 0),
-        Some("get") => (Cmd::Get, 1),
-        Some("put") => (Cmd::Put, 1),
-        Some("del") => (Cmd::Del, 1),
-        Some("txn") => (Cmd::Txn, 1),
-        Some("compaction") => (Cmd::Compaction, 1),
-        Some("version") => (Cmd::Version, 1),
-        Some("help") => (Cmd::Help, 1),
-        Some("endpoint") => match words.get(1).map(String::as_str) {
-            Some("health") => (Cmd::EndpointHealth, 2),
-            Some("status") => (Cmd::EndpointStatus, 2),
-            _ => (Cmd::Endpoint, 1),
-        },
-        Some(other) if ETCDCTL_COMMANDS.contains(&other) => {
-            return Err(ParseError::Unsupported(other.to_string()));
-        }
-        Some(other) => return Err(ParseError::UnknownCommand(other.to_string())),
-    };
+    let (cmd, consumed) = find(&words).map_err(|e| match e {
+        Some(name) => ParseError::Unsupported(name),
+        None => ParseError::UnknownCommand(words[0].clone()),
+    })?;
     let (local, inherited) = cmd.flag_sets();
     let mut flags = Flags::new(&local, &inherited);
     let mut positional = parse_flags(&mut flags, args).map_err(|e| ParseError::Flag(cmd, e))?;
@@ -568,20 +596,10 @@ pub fn parse_txn_op(words: &[String]) -> Result<(Cmd, Flags, Vec<String>), Optio
 
 /// The command a `help` topic names, if cairnctl knows it.
 pub fn help_topic(words: &[String]) -> Option<Cmd> {
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    match words.as_slice() {
-        [] => Some(Cmd::Root),
-        ["get", ..] => Some(Cmd::Get),
-        ["put", ..] => Some(Cmd::Put),
-        ["del", ..] => Some(Cmd::Del),
-        ["txn", ..] => Some(Cmd::Txn),
-        ["compaction", ..] => Some(Cmd::Compaction),
-        ["version", ..] => Some(Cmd::Version),
-        ["help", ..] => None,
-        ["endpoint", "health", ..] => Some(Cmd::EndpointHealth),
-        ["endpoint", "status", ..] => Some(Cmd::EndpointStatus),
-        ["endpoint", ..] => Some(Cmd::Endpoint),
-        _ => None,
+    match find(words) {
+        Ok((Cmd::Help, _)) => None,
+        Ok((cmd, _)) => Some(cmd),
+        Err(_) => None,
     }
 }
 
@@ -591,9 +609,10 @@ pub fn unknown_command_error(name: &str) -> String {
         "unknown command {} for \"etcdctl\"",
         gofmt::quote(name.as_bytes())
     );
-    let suggestions: Vec<&str> = ETCDCTL_COMMANDS
+    let suggestions: Vec<&str> = ROOT_COMMANDS
         .iter()
         .copied()
+        .filter(|c| *c != "help")
         .filter(|c| levenshtein(name, c) <= 2 || c.starts_with(&name.to_lowercase()))
         .collect();
     if !suggestions.is_empty() {
@@ -646,6 +665,27 @@ mod tests {
         assert_eq!(p.flags.str("write-out"), "json");
         assert_eq!(p.flags.int("rev"), 16);
         assert_eq!(p.flags.slice("endpoints"), strings(&["a:1", "b:2"]));
+    }
+
+    #[test]
+    fn command_prefixes() {
+        let cmd = |v: &[&str]| parse(&strings(v)).map(|p| (p.cmd, p.args));
+        assert_eq!(cmd(&["ge", "k"]).unwrap(), (Cmd::Get, strings(&["k"])));
+        assert_eq!(cmd(&["t"]).unwrap().0, Cmd::Txn);
+        assert_eq!(cmd(&["endpoint", "st"]).unwrap().0, Cmd::EndpointStatus);
+        assert_eq!(cmd(&["endpoint", "h"]).unwrap().0, Cmd::Endpoint);
+        assert_eq!(
+            cmd(&["de"]).unwrap_err(),
+            ParseError::UnknownCommand("de".into())
+        );
+        assert_eq!(
+            cmd(&["s"]).unwrap_err(),
+            ParseError::Unsupported("snapshot".into())
+        );
+        assert_eq!(
+            unknown_command_error("e"),
+            "unknown command \"e\" for \"etcdctl\"\n\nDid you mean this?\n\tget\n\tdel\n\tendpoint\n\telect\n"
+        );
     }
 
     #[test]
