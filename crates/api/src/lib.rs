@@ -1,7 +1,7 @@
 //! The API layer: etcd's v3 gRPC services (tonic) over the server core, with request-size
 //! limits and the mapping of server errors to etcd's status codes and messages.
 //!
-//! Services not built yet (Watch, Cluster, Auth, Lock, Election) are not registered,
+//! Services not built yet (Cluster, Auth, Lock, Election) are not registered,
 //! so clients get gRPC `Unimplemented` for them. This crate must never reach below the server
 //! core: no cairn-mvcc, cairn-raft or cairn-wal.
 
@@ -9,12 +9,14 @@ mod kv;
 mod lease;
 mod maintenance;
 mod status;
+mod watch;
 
 use std::sync::Arc;
 
 use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use cairn_server::Server;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -55,11 +57,17 @@ pub async fn serve_clients(
             server: server.clone(),
         })
         .max_decoding_message_size(max_message);
+        let watch = WatchServer::new(watch::WatchService {
+            server: server.clone(),
+        })
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(usize::MAX);
         let mut stop = shutdown.clone();
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(kv)
             .add_service(lease)
+            .add_service(watch)
             .add_service(maintenance);
         tasks.push(tokio::spawn(router.serve_with_incoming_shutdown(
             TcpListenerStream::new(listener),

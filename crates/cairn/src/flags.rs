@@ -78,6 +78,10 @@ pub struct Flags {
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
+    /// Duration of periodic watch progress notifications.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m",
+          value_parser = parse_go_duration)]
+    pub experimental_watch_progress_notify_interval: Duration,
     /// Configures log level: debug, info, warn, error, panic, or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info",
           value_parser = ["debug", "info", "warn", "error", "panic", "fatal"])]
@@ -89,6 +93,40 @@ pub struct Flags {
     /// variables are ignored when it is given, as etcd does.
     #[arg(long, env = "ETCD_CONFIG_FILE")]
     pub config_file: Option<PathBuf>,
+}
+
+/// Parses a Go duration as etcd's flags take them: `500ms`, `10s`, `10m`, `1h`, `1m30s`.
+fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(digits);
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}"))?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let seconds = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(format!("invalid duration {text:?}: unknown unit {unit:?}")),
+        };
+        total += Duration::from_secs_f64(value * seconds);
+        rest = tail;
+    }
+    Ok(total)
 }
 
 /// Default backend quota, as etcd: 2 GiB.
@@ -309,6 +347,15 @@ mod tests {
 
     fn tempfile_path(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("cairn-flags-{}-{name}", std::process::id()))
+    }
+
+    #[test]
+    fn go_durations_parse() {
+        assert_eq!(parse_go_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_go_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_go_duration("10 parsecs").is_err());
+        assert!(parse_go_duration("").is_err());
     }
 
     #[test]

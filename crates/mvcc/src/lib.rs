@@ -12,7 +12,7 @@ pub use key_index::{KeyIndex, KeyRevision, key_range};
 pub use revision::Revision;
 pub use store::{RangeOptions, RangeResult, ReadView, Store, TxnWriter, Writer};
 
-pub use cairn_proto::mvccpb::KeyValue;
+pub use cairn_proto::mvccpb::{Event, KeyValue, event::EventType};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MvccError {

@@ -10,7 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use cairn_proto::mvccpb::KeyValue;
+use cairn_proto::mvccpb::event::EventType;
+use cairn_proto::mvccpb::{Event, KeyValue};
 use prost::Message;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -388,6 +389,49 @@ impl ReadView<'_> {
     }
 }
 
+impl ReadView<'_> {
+    /// Every change with a main revision in `from..=to`, in revision order, as watch events
+    /// (a delete's key-value holds only the key and its revision), stopping after
+    /// `revisions_max` main revisions. Returns the events and the last revision read.
+    pub fn changes(
+        &self,
+        from: i64,
+        to: i64,
+        revisions_max: i64,
+    ) -> Result<(Vec<Event>, i64), MvccError> {
+        let to = to
+            .min(self.revision)
+            .min(from.saturating_add(revisions_max) - 1);
+        if from > to {
+            return Ok((Vec::new(), from - 1));
+        }
+        // As etcd: history is refused only below the compacted revision; at it, what the
+        // compaction kept is replayed.
+        if from < self.compacted {
+            return Err(MvccError::Compacted);
+        }
+        let table = self.txn.open_table(KV_TABLE).map_err(backend)?;
+        let range = Revision::new(from, 0).to_backend_key()..=Revision::last_backend_key_of(to);
+        let mut events = Vec::new();
+        for entry in table.range(range).map_err(backend)? {
+            let (k, v) = entry.map_err(backend)?;
+            let revision = Revision::from_backend_key(k.value());
+            let (kind, kv) = decode_record(revision, v.value())?;
+            let kind = if kind == RECORD_PUT {
+                EventType::Put
+            } else {
+                EventType::Delete
+            };
+            events.push(Event {
+                r#type: kind as i32,
+                kv: Some(kv),
+                prev_kv: None,
+            });
+        }
+        Ok((events, to))
+    }
+}
+
 /// Exclusive access to the store for one batch of applied entries.
 pub struct Writer<'a> {
     kv: redb::Table<'a, u128, &'static [u8]>,
@@ -677,6 +721,49 @@ mod tests {
         assert_eq!(get(&store, "b", 0).expect("b").count, 0);
         put(&store, 6, "a", "3");
         assert_eq!(get(&store, "a", 0).expect("a").kvs[0].version, 3);
+    }
+
+    #[test]
+    fn changes_replay_history_as_events_in_revision_order() {
+        let (_dir, store) = open();
+        put(&store, 1, "a", "1");
+        put(&store, 2, "b", "1");
+        store
+            .write(3, |w| w.txn(|t| t.delete_range(b"a", b"")))
+            .expect("delete");
+        let view = store.read_view().expect("view");
+        let (events, last) = view.changes(2, 10, 100).expect("changes");
+        assert_eq!(last, 4, "clamped to the view's revision");
+        let summary: Vec<(i32, Vec<u8>, i64)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.r#type,
+                    e.kv.as_ref().expect("kv").key.clone(),
+                    e.kv.as_ref().expect("kv").mod_revision,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (EventType::Put as i32, b"a".to_vec(), 2),
+                (EventType::Put as i32, b"b".to_vec(), 3),
+                (EventType::Delete as i32, b"a".to_vec(), 4),
+            ]
+        );
+        let (events, last) = view.changes(2, 10, 2).expect("bounded");
+        assert_eq!((events.len(), last), (2, 3), "at most two revisions");
+        store.write(4, |w| w.compact(3)).expect("compact");
+        let view = store.read_view().expect("view");
+        assert!(matches!(view.changes(2, 4, 10), Err(MvccError::Compacted)));
+        assert_eq!(
+            view.changes(3, 4, 10)
+                .expect("from the compacted revision")
+                .0
+                .len(),
+            2
+        );
     }
 
     #[test]

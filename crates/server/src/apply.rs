@@ -19,6 +19,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::kv::AppliedTxn;
 use crate::lease::Lessor;
+use crate::watch::WatchHub;
 use crate::{ServerError, kv};
 
 /// Make the backend durable at least this often, so recovery replays a bounded WAL suffix.
@@ -76,6 +77,7 @@ pub struct ApplyLoop {
     pub applied: watch::Sender<u64>,
     pub raft: RaftNode,
     pub lessor: Arc<Lessor>,
+    pub watches: Arc<WatchHub>,
     pub applied_index: u64,
 }
 
@@ -218,6 +220,7 @@ impl ApplyLoop {
         for (id, outcome) in outcomes {
             self.waits.trigger(id, outcome);
         }
+        self.watches.notify(self.store.current_revision());
         self.applied.send_replace(last);
         self.raft.report_applied(last);
         Ok(count)

@@ -11,8 +11,10 @@ mod ids;
 mod kv;
 mod lease;
 mod server;
+mod watch;
 
 pub use error::ServerError;
 pub use ids::{cluster_id, member_id};
 pub use lease::LeaseTimeToLive;
 pub use server::{ETCD_VERSION, Server, ServerConfig, ServerStatus};
+pub use watch::{WatchHub, WatchSender, WatchSpec};

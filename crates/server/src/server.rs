@@ -21,6 +21,7 @@ use tokio::sync::{oneshot, watch};
 use crate::apply::{Applied, ApplyLoop, WaitTable};
 use crate::ids::{RequestIds, cluster_id, member_id};
 use crate::lease::{LeaseTimeToLive, Lessor, MAX_LEASE_TTL_SECONDS};
+use crate::watch::WatchHub;
 use crate::{ServerError, kv};
 
 /// The etcd version Cairn answers as: its API is 3.5's.
@@ -45,6 +46,8 @@ pub struct ServerConfig {
     pub election_timeout: Duration,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
+    /// How often watchers that asked for progress notifications get one.
+    pub watch_progress_notify_interval: Duration,
 }
 
 /// Point-in-time facts for `Maintenance.Status`.
@@ -65,6 +68,7 @@ pub struct Server {
     applied: watch::Receiver<u64>,
     request_ids: Arc<RequestIds>,
     lessor: Arc<Lessor>,
+    watches: Arc<WatchHub>,
     member_id: u64,
     cluster_id: u64,
     max_request_bytes: usize,
@@ -138,6 +142,20 @@ impl Server {
             store.leased_keys().map_err(storage_error("backend"))?,
         );
 
+        let header_raft = raft.clone();
+        let watches = Arc::new(WatchHub::new(
+            store.clone(),
+            Box::new(move |revision| ResponseHeader {
+                cluster_id,
+                member_id,
+                revision,
+                raft_term: header_raft.term(),
+            }),
+            config.max_request_bytes,
+            config.watch_progress_notify_interval,
+        ));
+        spawn_watch_syncer(watches.clone())?;
+
         let waits = Arc::new(WaitTable::default());
         let (applied_tx, applied_rx) = watch::channel(applied_index);
         let apply_loop = ApplyLoop {
@@ -147,6 +165,7 @@ impl Server {
             applied: applied_tx,
             raft: raft.clone(),
             lessor: lessor.clone(),
+            watches: watches.clone(),
             applied_index,
         };
         std::thread::Builder::new()
@@ -169,6 +188,7 @@ impl Server {
             applied: applied_rx,
             request_ids,
             lessor,
+            watches,
             member_id,
             cluster_id,
             max_request_bytes: config.max_request_bytes,
@@ -392,6 +412,10 @@ impl Server {
         self.lessor.time_to_live(id, with_keys)
     }
 
+    pub fn watch_hub(&self) -> &WatchHub {
+        &self.watches
+    }
+
     pub fn lease_ids(&self) -> Vec<i64> {
         self.lessor.ids()
     }
@@ -400,6 +424,22 @@ impl Server {
     pub fn persist(&self) -> Result<(), ServerError> {
         self.store.persist().map_err(storage_error("backend"))
     }
+}
+
+/// How often unsynced watchers are caught up from the backend.
+const WATCH_SYNC_INTERVAL: Duration = Duration::from_millis(50);
+
+fn spawn_watch_syncer(watches: Arc<WatchHub>) -> Result<(), ServerError> {
+    std::thread::Builder::new()
+        .name("watch-sync".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(WATCH_SYNC_INTERVAL);
+                watches.sync_round();
+            }
+        })
+        .map_err(|e| ServerError::Internal(format!("cannot start the watch syncer: {e}")))?;
+    Ok(())
 }
 
 /// How often the leader looks for expired leases.
