@@ -63,7 +63,7 @@ impl Lease for LeaseService {
                 let answer = match server.lease_renew(keep_alive.id) {
                     // An unknown lease is answered with TTL 0, as etcd does, not an error.
                     Ok(ttl) => Ok(LeaseKeepAliveResponse {
-                        header: Some(server.header(server.status().revision)),
+                        header: Some(server.header(server.current_revision())),
                         id: keep_alive.id,
                         ttl: ttl.unwrap_or(0),
                     }),
@@ -83,7 +83,7 @@ impl Lease for LeaseService {
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let request = request.into_inner();
-        let header = Some(self.server.header(self.server.status().revision));
+        let header = Some(self.server.header(self.server.current_revision()));
         let response = match self.server.lease_time_to_live(request.id, request.keys) {
             Some(ttl) => LeaseTimeToLiveResponse {
                 header,
@@ -108,7 +108,7 @@ impl Lease for LeaseService {
         _: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
         Ok(Response::new(LeaseLeasesResponse {
-            header: Some(self.server.header(self.server.status().revision)),
+            header: Some(self.server.header(self.server.current_revision())),
             leases: self
                 .server
                 .lease_ids()

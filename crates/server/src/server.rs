@@ -221,6 +221,11 @@ impl Server {
         *header = Some(self.header(revision));
     }
 
+    /// The store's current revision, for headers of responses that read nothing.
+    pub fn current_revision(&self) -> i64 {
+        self.store.current_revision()
+    }
+
     pub fn status(&self) -> ServerStatus {
         ServerStatus {
             leader: self.raft.leader(),
