@@ -19,6 +19,7 @@ use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use cairn_server::Server;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use status::to_status;
@@ -64,13 +65,20 @@ pub async fn serve_clients(
         .max_encoding_message_size(usize::MAX);
         let mut stop = shutdown.clone();
         let router = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .add_service(kv)
             .add_service(lease)
             .add_service(watch)
             .add_service(maintenance);
+        // The builder's `tcp_nodelay` covers only listeners tonic binds itself. Without it, a
+        // response written in two pieces waits for the client's delayed ACK (~40 ms).
+        let incoming = TcpListenerStream::new(listener).map(|accepted| {
+            if let Ok(stream) = &accepted {
+                let _ = stream.set_nodelay(true);
+            }
+            accepted
+        });
         tasks.push(tokio::spawn(router.serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
+            incoming,
             async move {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             },
