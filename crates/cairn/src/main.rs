@@ -89,6 +89,7 @@ async fn run(flags: Flags) -> Result<(), String> {
         election_timeout: flags.election(),
         max_request_bytes: flags.max_request_bytes,
         max_txn_ops: flags.max_txn_ops,
+        snapshot_count: flags.snapshot_count,
         watch_progress_notify_interval: flags.experimental_watch_progress_notify_interval,
     })
     .map_err(|e| e.to_string())?;

@@ -1,11 +1,16 @@
 //! Raft's durable state: every entry, the hard state and the membership, written to the WAL
 //! and mirrored in raft-rs's in-memory `MemStorage`, which the raft state machine reads.
+//!
+//! A snapshot record marks an index the state machine holds durably: entries up to it are no
+//! longer needed, so the WAL segments holding only such entries are deleted. That bounds the
+//! disk the WAL takes and the time a restart spends replaying it.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use cairn_wal::{Wal, WalOptions};
-use protobuf::Message as _;
-use raft::prelude::{ConfState, Entry, HardState};
+use cairn_wal::{RecordPosition, Wal, WalOptions};
+use raft::Storage;
+use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::storage::MemStorage;
 
 use crate::RaftError;
@@ -14,6 +19,7 @@ use crate::RaftError;
 const RECORD_ENTRY: u8 = 1;
 const RECORD_HARD_STATE: u8 = 2;
 const RECORD_CONF_STATE: u8 = 3;
+const RECORD_SNAPSHOT: u8 = 4;
 
 /// Entries kept in memory behind the applied index, for a slow follower to catch up from.
 const RETAINED_APPLIED_ENTRIES: u64 = 10_000;
@@ -23,11 +29,21 @@ pub struct RaftLogStore {
     memory: MemStorage,
     /// Whether anything was appended since the last sync.
     dirty: bool,
+    /// The highest entry index in each WAL segment still on disk.
+    segment_last_index: BTreeMap<u64, u64>,
+    /// Index of the last snapshot record.
+    snapshot_index: u64,
 }
 
 fn decode<M: protobuf::Message>(kind: &str, payload: &[u8]) -> Result<M, RaftError> {
     M::parse_from_bytes(payload)
         .map_err(|e| RaftError::CorruptLog(format!("undecodable {kind} record: {e}")))
+}
+
+fn encode(message: &impl protobuf::Message) -> Vec<u8> {
+    message
+        .write_to_bytes()
+        .expect("encoding to a Vec cannot fail")
 }
 
 impl RaftLogStore {
@@ -36,10 +52,11 @@ impl RaftLogStore {
     /// be committed, even if the hard state recording that commit was not synced before a crash.
     pub fn open(
         dir: &Path,
+        wal_options: WalOptions,
         initial_voters: &[u64],
         applied: u64,
     ) -> Result<RaftLogStore, RaftError> {
-        let opened = Wal::open(dir, WalOptions::default())?;
+        let opened = Wal::open(dir, wal_options)?;
         if let Some(repair) = &opened.repaired_tail {
             tracing::warn!(
                 segment = repair.segment,
@@ -52,10 +69,14 @@ impl RaftLogStore {
         let mut entries: Vec<Entry> = Vec::new();
         let mut hard_state = HardState::default();
         let mut conf_state: Option<ConfState> = None;
-        for record in &opened.records {
+        let mut snapshot: Option<SnapshotMetadata> = None;
+        let mut segment_last_index: BTreeMap<u64, u64> = BTreeMap::new();
+        for (record, segment) in opened.records.iter().zip(&opened.record_segments) {
             match record.kind {
                 RECORD_ENTRY => {
                     let entry: Entry = decode("entry", &record.payload)?;
+                    let last = segment_last_index.entry(*segment).or_default();
+                    *last = (*last).max(entry.index);
                     // A later entry at an index overwrites the suffix from that index on (a new
                     // leader replaced uncommitted entries).
                     if let Some(first) = entries.first().map(|e| e.index) {
@@ -71,6 +92,12 @@ impl RaftLogStore {
                 }
                 RECORD_HARD_STATE => hard_state = decode("hard state", &record.payload)?,
                 RECORD_CONF_STATE => conf_state = Some(decode("conf state", &record.payload)?),
+                RECORD_SNAPSHOT => {
+                    let meta: SnapshotMetadata = decode("snapshot", &record.payload)?;
+                    entries.retain(|e| e.index > meta.index);
+                    conf_state = Some(meta.get_conf_state().clone());
+                    snapshot = Some(meta);
+                }
                 other => {
                     return Err(RaftError::CorruptLog(format!(
                         "unknown WAL record kind {other}"
@@ -78,7 +105,16 @@ impl RaftLogStore {
                 }
             }
         }
-        let last_index = entries.last().map_or(0, |e| e.index);
+        let snapshot_index = snapshot.as_ref().map_or(0, |s| s.index);
+        if let Some(first) = entries.first()
+            && first.index != snapshot_index + 1
+        {
+            return Err(RaftError::CorruptLog(format!(
+                "the WAL's entries start at {} but its snapshot is at {snapshot_index}",
+                first.index
+            )));
+        }
+        let last_index = entries.last().map_or(snapshot_index, |e| e.index);
         if applied > last_index {
             return Err(RaftError::CorruptLog(format!(
                 "the backend has applied index {applied} but the WAL ends at {last_index}: the WAL is missing synced entries"
@@ -94,16 +130,18 @@ impl RaftLogStore {
                     voters: initial_voters.to_vec(),
                     ..ConfState::default()
                 };
-                wal.append(
-                    RECORD_CONF_STATE,
-                    &cs.write_to_bytes().expect("encoding to a Vec cannot fail"),
-                )?;
+                wal.append(RECORD_CONF_STATE, &encode(&cs))?;
                 wal.sync()?;
                 cs
             }
         };
         {
             let mut core = memory.wl();
+            if let Some(meta) = snapshot {
+                let mut snap = Snapshot::default();
+                snap.set_metadata(meta);
+                core.apply_snapshot(snap)?;
+            }
             core.set_conf_state(conf_state);
             core.append(&entries)?;
             core.set_hardstate(hard_state);
@@ -112,10 +150,13 @@ impl RaftLogStore {
             wal,
             memory,
             dirty: false,
+            segment_last_index,
+            snapshot_index,
         };
         store.compact_memory(applied)?;
         tracing::info!(
             entries = entries.len(),
+            snapshot_index,
             last_index,
             applied,
             "raft log replayed from the WAL"
@@ -128,17 +169,22 @@ impl RaftLogStore {
         self.memory.clone()
     }
 
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot_index
+    }
+
+    fn note_position(&mut self, position: RecordPosition, index: u64) {
+        let last = self.segment_last_index.entry(position.segment).or_default();
+        *last = (*last).max(index);
+    }
+
     pub fn append_entries(&mut self, entries: &[Entry]) -> Result<(), RaftError> {
         if entries.is_empty() {
             return Ok(());
         }
         for entry in entries {
-            self.wal.append(
-                RECORD_ENTRY,
-                &entry
-                    .write_to_bytes()
-                    .expect("encoding to a Vec cannot fail"),
-            )?;
+            let position = self.wal.append(RECORD_ENTRY, &encode(entry))?;
+            self.note_position(position, entry.index);
         }
         self.memory.wl().append(entries)?;
         self.dirty = true;
@@ -146,12 +192,7 @@ impl RaftLogStore {
     }
 
     pub fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), RaftError> {
-        self.wal.append(
-            RECORD_HARD_STATE,
-            &hard_state
-                .write_to_bytes()
-                .expect("encoding to a Vec cannot fail"),
-        )?;
+        self.wal.append(RECORD_HARD_STATE, &encode(hard_state))?;
         self.memory.wl().set_hardstate(hard_state.clone());
         self.dirty = true;
         Ok(())
@@ -165,12 +206,7 @@ impl RaftLogStore {
             core.mut_hard_state().commit = commit;
             core.hard_state().clone()
         };
-        self.wal.append(
-            RECORD_HARD_STATE,
-            &hard_state
-                .write_to_bytes()
-                .expect("encoding to a Vec cannot fail"),
-        )?;
+        self.wal.append(RECORD_HARD_STATE, &encode(&hard_state))?;
         self.dirty = true;
         Ok(())
     }
@@ -192,5 +228,116 @@ impl RaftLogStore {
             self.memory.wl().compact(target)?;
         }
         Ok(())
+    }
+
+    /// Records that the state machine holds everything up to `index` durably, then deletes
+    /// the WAL segments that hold nothing after it. The membership and hard state are written
+    /// again with the snapshot record, so no record the log still needs lives only in a
+    /// deleted segment.
+    pub fn snapshot(&mut self, index: u64) -> Result<(), RaftError> {
+        if index <= self.snapshot_index {
+            return Ok(());
+        }
+        let (term, conf_state, hard_state) = {
+            let term = match self.memory.term(index) {
+                Ok(term) => term,
+                // Already trimmed from memory: the next, later snapshot will do.
+                Err(_) => return Ok(()),
+            };
+            let state = self.memory.initial_state()?;
+            (term, state.conf_state, state.hard_state)
+        };
+        let mut meta = SnapshotMetadata::default();
+        meta.set_index(index);
+        meta.set_term(term);
+        meta.set_conf_state(conf_state);
+        let position = self.wal.append(RECORD_SNAPSHOT, &encode(&meta))?;
+        self.wal.append(RECORD_HARD_STATE, &encode(&hard_state))?;
+        self.wal.sync()?;
+        self.dirty = false;
+        self.snapshot_index = index;
+
+        let keep_from = self
+            .segment_last_index
+            .iter()
+            .find(|(_, last)| **last > index)
+            .map_or(position.segment, |(segment, _)| {
+                (*segment).min(position.segment)
+            });
+        self.wal.purge_before(RecordPosition {
+            segment: keep_from,
+            offset: 0,
+        })?;
+        self.segment_last_index = self.segment_last_index.split_off(&keep_from);
+        tracing::debug!(
+            index,
+            term,
+            keep_from_segment = keep_from,
+            "raft snapshot; WAL trimmed"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            index,
+            term: 1,
+            data: vec![b'x'; 100].into(),
+            ..Entry::default()
+        }
+    }
+
+    fn small_segments() -> WalOptions {
+        WalOptions {
+            segment_bytes: 4096,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_trims_whole_segments_and_restart_resumes_after_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut log = RaftLogStore::open(dir.path(), small_segments(), &[1], 0).expect("open");
+        for index in 1..=500 {
+            log.append_entries(&[entry(index)]).expect("append");
+        }
+        log.set_hard_state(&HardState {
+            term: 1,
+            vote: 1,
+            commit: 500,
+            ..HardState::default()
+        })
+        .expect("hs");
+        log.sync().expect("sync");
+        let segments_before = std::fs::read_dir(dir.path()).expect("list").count();
+        log.snapshot(400).expect("snapshot");
+        let segments_after = std::fs::read_dir(dir.path()).expect("list").count();
+        assert!(
+            segments_after < segments_before / 2,
+            "segments {segments_before} -> {segments_after}: the covered ones are gone"
+        );
+        drop(log);
+
+        let log = RaftLogStore::open(dir.path(), small_segments(), &[1], 450).expect("reopen");
+        let memory = log.memory();
+        assert_eq!(log.snapshot_index(), 400);
+        assert_eq!(memory.last_index().expect("last"), 500);
+        assert_eq!(memory.term(400).expect("the snapshot's term"), 1);
+        let first = memory.first_index().expect("first");
+        assert!(
+            first <= 401,
+            "every entry after the snapshot survives, first is {first}"
+        );
+        let state = memory.initial_state().expect("state");
+        assert_eq!(
+            state.conf_state.voters,
+            vec![1],
+            "membership survives the trim"
+        );
+        assert_eq!(state.hard_state.commit, 500);
     }
 }

@@ -35,6 +35,8 @@ pub struct NodeConfig {
     pub queued_requests_max: usize,
     /// How long a linearizable read may wait for a leader before it fails.
     pub read_index_timeout: Duration,
+    /// Entries between snapshots (etcd's `--snapshot-count`): each snapshot trims the WAL.
+    pub snapshot_entries: u64,
 }
 
 /// Answers a read-index request with the commit index a read must wait to see applied.
@@ -44,6 +46,7 @@ enum NodeRequest {
     Propose { id: u64, data: Vec<u8> },
     ReadIndex(ReadIndexReply),
     Applied(u64),
+    Persisted(u64),
 }
 
 /// What the Ready loop hands to the apply loop, in log order.
@@ -75,7 +78,12 @@ impl RaftNode {
         config: NodeConfig,
         events: SyncSender<NodeEvent>,
     ) -> Result<(RaftNode, JoinHandle<()>), RaftError> {
-        let log = RaftLogStore::open(&config.wal_dir, &config.initial_voters, config.applied)?;
+        let log = RaftLogStore::open(
+            &config.wal_dir,
+            cairn_wal::WalOptions::default(),
+            &config.initial_voters,
+            config.applied,
+        )?;
         let raft_config = Config {
             id: config.id,
             election_tick: config.election_ticks,
@@ -109,6 +117,7 @@ impl RaftNode {
             status,
             tick_interval: config.tick_interval,
             read_index_timeout: config.read_index_timeout,
+            snapshot_entries: config.snapshot_entries.max(1),
             waiting_reads: VecDeque::new(),
             reads_in_flight: HashMap::new(),
             read_seq: 0,
@@ -135,6 +144,13 @@ impl RaftNode {
     /// Asks for a read index; `reply` is called exactly once, from the Ready loop's thread.
     pub fn read_index(&self, reply: ReadIndexReply) -> Result<(), RaftError> {
         self.send(NodeRequest::ReadIndex(reply))
+    }
+
+    /// Tells the Ready loop that the state machine holds everything up to `index` durably, so
+    /// the WAL before it may go once enough entries have gathered.
+    pub fn report_persisted(&self, index: u64) {
+        // A full queue only delays the snapshot until the next report.
+        let _ = self.requests.try_send(NodeRequest::Persisted(index));
     }
 
     /// Tells the Ready loop how far the state machine got, so it can trim the in-memory log.
@@ -174,6 +190,7 @@ struct ReadyLoop {
     status: Arc<SharedStatus>,
     tick_interval: Duration,
     read_index_timeout: Duration,
+    snapshot_entries: u64,
     /// Reads not yet handed to raft: it drops read-index requests until the leader has
     /// committed an entry in its term, so they wait here instead.
     waiting_reads: VecDeque<WaitingRead>,
@@ -233,6 +250,13 @@ impl ReadyLoop {
             NodeRequest::Applied(index) => {
                 if let Err(e) = self.log.compact_memory(index) {
                     tracing::warn!(error = %e, "could not trim the in-memory raft log");
+                }
+            }
+            NodeRequest::Persisted(index) => {
+                if index >= self.log.snapshot_index() + self.snapshot_entries
+                    && let Err(e) = self.log.snapshot(index)
+                {
+                    tracing::warn!(error = %e, "could not snapshot the raft log; the WAL keeps growing");
                 }
             }
         }
@@ -342,6 +366,7 @@ mod tests {
             election_ticks: 10,
             queued_requests_max: 1024,
             read_index_timeout: Duration::from_secs(5),
+            snapshot_entries: 2,
         }
     }
 

@@ -186,6 +186,7 @@ impl ApplyLoop {
                 }
                 last_persist = Instant::now();
                 unpersisted_entries = 0;
+                self.raft.report_persisted(self.applied_index);
             }
         }
         if let Err(e) = self.store.persist() {

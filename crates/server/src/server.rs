@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub election_timeout: Duration,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
+    /// `--snapshot-count`: applied entries between raft snapshots, each of which trims the WAL.
+    pub snapshot_count: u64,
     /// How often watchers that asked for progress notifications get one.
     pub watch_progress_notify_interval: Duration,
 }
@@ -128,6 +130,7 @@ impl Server {
                 election_ticks: ticks as usize,
                 queued_requests_max: QUEUED_REQUESTS_MAX,
                 read_index_timeout: REQUEST_TIMEOUT,
+                snapshot_entries: config.snapshot_count,
             },
             events_tx,
         )

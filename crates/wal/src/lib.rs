@@ -54,6 +54,9 @@ pub struct RecordPosition {
 pub struct Opened {
     pub wal: Wal,
     pub records: Vec<Record>,
+    /// The segment each of `records` was read from, so a caller can tell which segments hold
+    /// only records it no longer needs (see `purge_before`).
+    pub record_segments: Vec<u64>,
     pub repaired_tail: Option<TailRepair>,
 }
 
@@ -143,16 +146,19 @@ impl Wal {
             return Ok(Opened {
                 wal,
                 records: Vec::new(),
+                record_segments: Vec::new(),
                 repaired_tail: None,
             });
         };
 
         let mut records = Vec::new();
+        let mut record_segments = Vec::new();
         let mut data = Vec::new();
         for &seq in earlier {
             data.clear();
             File::open(segment::path(dir, seq))?.read_to_end(&mut data)?;
             records.extend(segment::parse(seq, &data, false)?.records);
+            record_segments.resize(records.len(), seq);
         }
         let mut file = OpenOptions::new()
             .read(true)
@@ -162,6 +168,7 @@ impl Wal {
         file.read_to_end(&mut data)?;
         let contents = segment::parse(last, &data, true)?;
         records.extend(contents.records);
+        record_segments.resize(records.len(), last);
         if contents.torn_tail.is_some() {
             // Cutting and re-growing zeroes the torn bytes, so they cannot
             // reappear after records appended over them.
@@ -179,6 +186,7 @@ impl Wal {
         Ok(Opened {
             wal,
             records,
+            record_segments,
             repaired_tail: contents.torn_tail,
         })
     }
@@ -486,12 +494,18 @@ mod tests {
         assert_eq!(remaining.last(), segments.last());
         drop(wal);
 
-        let reopened = open(dir.path(), 256).records;
+        let reopened = open(dir.path(), 256);
         let first_kept = positions
             .iter()
             .position(|p| p.segment == keep.segment)
             .unwrap();
-        assert_eq!(reopened, records[first_kept..]);
+        assert_eq!(reopened.records, records[first_kept..]);
+        let expected_segments: Vec<u64> =
+            positions[first_kept..].iter().map(|p| p.segment).collect();
+        assert_eq!(
+            reopened.record_segments, expected_segments,
+            "each record names its segment"
+        );
     }
 
     #[test]
