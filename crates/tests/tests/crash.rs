@@ -1,31 +1,40 @@
-//! The crash test: concurrent writers put unique keys while the member is killed with SIGKILL
-//! and restarted again and again. Every acknowledged put must survive with exactly the
-//! revision its response carried, and no client may ever see the revision go backwards.
+//! The crash test: concurrent writers put unique keys (and one writer multi-key txns) while
+//! the member is killed with SIGKILL and restarted again and again. Every acknowledged write
+//! must survive with exactly the revision its response carried, every txn must be all there
+//! or not at all, and no client may ever see the revision go backwards.
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cairn_tests::Server;
 use common::{connect, header_of};
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use etcd_client::{Client, ConnectOptions, GetOptions, Txn, TxnOp};
 
+/// Writers `0..WRITERS - 1` put one key per request; the last writer puts `TXN_KEYS` keys
+/// per txn.
 const WRITERS: usize = 4;
+const TXN_KEYS: usize = 3;
 const ROUNDS: usize = 10;
-/// Each round waits for this many new acknowledged puts before killing the member, so writes
-/// are in flight at every kill.
+/// Each round waits for this many new acknowledged writes before killing the member, so
+/// writes are in flight at every kill.
 const ACKS_PER_ROUND: usize = 25;
-/// A bound on how long a round may wait for those puts.
+/// A bound on how long a round may wait for those writes.
 const ROUND_PROGRESS_TIMEOUT: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A put the server acknowledged.
+/// How many keys one request of this writer puts.
+fn keys_per_write(writer: usize) -> usize {
+    if writer == WRITERS - 1 { TXN_KEYS } else { 1 }
+}
+
+/// A write the server acknowledged: keys `<group>/0`, `<group>/1`, ... all with `value`.
 #[derive(Debug)]
 struct Ack {
-    key: String,
+    group: String,
     value: String,
     revision: i64,
 }
@@ -57,33 +66,51 @@ async fn writer(id: usize, url: String, shared: Arc<Shared>) -> Vec<Ack> {
             }
             continue;
         };
-        let key = format!("w{id}/{seq:06}");
-        let value = format!("writer {id} put {seq}");
+        let group = format!("w{id}/{seq:06}");
+        let value = format!("writer {id} write {seq}");
         seq += 1;
+        let keys: Vec<String> = (0..keys_per_write(id))
+            .map(|part| format!("{group}/{part}"))
+            .collect();
         // Every response received before this request was sent has a lower revision than
-        // this put will get (linearizability; one new revision per put).
+        // this write will get (linearizability; one new revision per write).
         let floor = shared.revision_seen_max.load(Ordering::SeqCst);
-        match tokio::time::timeout(REQUEST_TIMEOUT, c.put(key.clone(), value.clone(), None)).await {
-            Ok(Ok(response)) => {
-                let revision = header_of(response.header()).revision();
+        let revision = if keys.len() == 1 {
+            let put = c.put(keys[0].clone(), value.clone(), None);
+            match tokio::time::timeout(REQUEST_TIMEOUT, put).await {
+                Ok(Ok(response)) => Some(header_of(response.header()).revision()),
+                _ => None,
+            }
+        } else {
+            let ops: Vec<TxnOp> = keys
+                .iter()
+                .map(|key| TxnOp::put(key.clone(), value.clone(), None))
+                .collect();
+            match tokio::time::timeout(REQUEST_TIMEOUT, c.txn(Txn::new().and_then(ops))).await {
+                Ok(Ok(response)) => Some(header_of(response.header()).revision()),
+                _ => None,
+            }
+        };
+        match revision {
+            Some(revision) => {
                 assert!(
                     revision > floor,
-                    "put {key} got revision {revision}, but revision {floor} was already \
+                    "write {group} got revision {revision}, but revision {floor} was already \
                      acknowledged before it was sent: the revision went backwards"
                 );
                 shared
                     .revision_seen_max
                     .fetch_max(revision, Ordering::SeqCst);
                 acks.push(Ack {
-                    key,
+                    group,
                     value,
                     revision,
                 });
                 shared.acked.fetch_add(1, Ordering::SeqCst);
             }
             // Not acknowledged: it may or may not have been applied. Reconnect and go on
-            // with a new key.
-            _ => {
+            // with new keys.
+            None => {
                 client = None;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -92,8 +119,15 @@ async fn writer(id: usize, url: String, shared: Arc<Shared>) -> Vec<Ack> {
     acks
 }
 
+/// What the store holds for one write group.
+#[derive(Debug, PartialEq)]
+struct StoredGroup {
+    /// Per part present: (value, create_revision, mod_revision, version).
+    parts: BTreeMap<usize, (String, i64, i64, i64)>,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_puts_survive_repeated_kill9_with_their_revisions() {
+async fn acknowledged_writes_survive_repeated_kill9_with_their_revisions() {
     let mut server = Server::start();
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
@@ -110,7 +144,7 @@ async fn acknowledged_puts_survive_repeated_kill9_with_their_revisions() {
         while shared.acked.load(Ordering::SeqCst) < target {
             assert!(
                 Instant::now() < deadline,
-                "round {round}: fewer than {ACKS_PER_ROUND} puts acknowledged within \
+                "round {round}: fewer than {ACKS_PER_ROUND} writes acknowledged within \
                  {ROUND_PROGRESS_TIMEOUT:?}; server log:\n{}",
                 server.log()
             );
@@ -143,19 +177,13 @@ async fn acknowledged_puts_survive_repeated_kill9_with_their_revisions() {
     }
     assert!(
         acks.len() >= ROUNDS * ACKS_PER_ROUND,
-        "only {} puts acknowledged",
+        "only {} writes acknowledged",
         acks.len()
     );
-    let revisions: HashSet<i64> = acks.iter().map(|a| a.revision).collect();
-    assert_eq!(
-        revisions.len(),
-        acks.len(),
-        "each put had a revision of its own"
-    );
 
-    // Every acknowledged put is there, with exactly the revision it was acknowledged at.
+    // Read back everything the writers left, grouped by write.
     let mut client = connect(&server).await;
-    let mut stored = BTreeMap::new();
+    let mut stored: BTreeMap<String, StoredGroup> = BTreeMap::new();
     for id in 0..WRITERS {
         let response = client
             .get(format!("w{id}/"), Some(GetOptions::new().with_prefix()))
@@ -164,25 +192,62 @@ async fn acknowledged_puts_survive_repeated_kill9_with_their_revisions() {
         for kv in response.kvs() {
             let key = String::from_utf8(kv.key().to_vec()).expect("UTF-8 key");
             let value = String::from_utf8(kv.value().to_vec()).expect("UTF-8 value");
-            stored.insert(
-                key,
-                (value, kv.create_revision(), kv.mod_revision(), kv.version()),
-            );
+            let (group, part) = key.rsplit_once('/').expect("key is <group>/<part>");
+            let part: usize = part.parse().expect("part number");
+            stored
+                .entry(group.to_owned())
+                .or_insert(StoredGroup {
+                    parts: BTreeMap::new(),
+                })
+                .parts
+                .insert(
+                    part,
+                    (value, kv.create_revision(), kv.mod_revision(), kv.version()),
+                );
         }
     }
+
+    // Every write that is there (acknowledged or not) is there whole, at one revision of its
+    // own, each key written once.
+    let mut group_of_revision: HashMap<i64, &str> = HashMap::new();
+    for (group, found) in &stored {
+        let writer: usize = group[1..group.find('/').expect("w<id>/")]
+            .parse()
+            .expect("writer id");
+        let parts: Vec<usize> = found.parts.keys().copied().collect();
+        assert_eq!(
+            parts,
+            (0..keys_per_write(writer)).collect::<Vec<_>>(),
+            "write {group} is only partly there: {found:?}"
+        );
+        let (value, revision, _, _) = found.parts[&0].clone();
+        for (part, (v, create, modified, version)) in &found.parts {
+            assert_eq!(
+                (v, *create, *modified, *version),
+                (&value, revision, revision, 1),
+                "{group}/{part}: every key of one write has its value, revision and version 1"
+            );
+        }
+        if let Some(other) = group_of_revision.insert(revision, group) {
+            panic!("writes {other} and {group} share revision {revision}");
+        }
+    }
+
+    // Every acknowledged write is there, at exactly the revision it was acknowledged at.
     let mut lost = Vec::new();
     for ack in &acks {
-        match stored.get(&ack.key) {
+        match stored.get(&ack.group) {
             None => lost.push(format!(
                 "{} (revision {}) is missing",
-                ack.key, ack.revision
+                ack.group, ack.revision
             )),
             Some(found) => {
-                let expected = (ack.value.clone(), ack.revision, ack.revision, 1);
-                if *found != expected {
+                let (value, revision, _, _) = &found.parts[&0];
+                if (value, *revision) != (&ack.value, ack.revision) {
                     lost.push(format!(
-                        "{}: expected (value, create, mod, version) {expected:?}, found {found:?}",
-                        ack.key
+                        "{}: acknowledged {:?} at revision {}, found {value:?} at revision \
+                         {revision}",
+                        ack.group, ack.value, ack.revision
                     ));
                 }
             }
@@ -190,30 +255,17 @@ async fn acknowledged_puts_survive_repeated_kill9_with_their_revisions() {
     }
     assert!(
         lost.is_empty(),
-        "{} of {} acknowledged puts were lost or changed across {ROUNDS} kill -9s:\n{}",
+        "{} of {} acknowledged writes were lost or changed across {ROUNDS} kill -9s:\n{}",
         lost.len(),
         acks.len(),
         lost.join("\n")
     );
-    // Each key was put once, so every stored key (acknowledged or not) is at version 1 with
-    // a revision of its own.
-    let mut stored_revisions = HashSet::new();
-    for (key, (_, create, modified, version)) in &stored {
-        assert!(
-            create == modified && *version == 1,
-            "{key} was put once but has create {create}, mod {modified}, version {version}"
-        );
-        assert!(
-            stored_revisions.insert(*modified),
-            "{key} shares revision {modified} with another key"
-        );
-    }
     let response = client.get("probe", None).await.expect("get");
     let final_revision = header_of(response.header()).revision();
     let acked_max = acks.iter().map(|a| a.revision).max().unwrap_or(0);
     assert!(final_revision >= acked_max);
     eprintln!(
-        "crash test: {} acknowledged puts, {} keys stored, final revision {final_revision}",
+        "crash test: {} acknowledged writes, {} writes stored, final revision {final_revision}",
         acks.len(),
         stored.len()
     );
