@@ -20,6 +20,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many times a first start is retried on fresh ports when the ports were taken meanwhile.
 const START_ATTEMPTS_MAX: usize = 5;
+/// How much of the server's log a failing test prints.
+const LOG_TAIL_LINES: usize = 60;
 /// The member name every test server gets.
 const MEMBER_NAME: &str = "cairn-test";
 /// Ports are picked below Linux's default ephemeral range (32768..), so outgoing connections
@@ -342,6 +344,19 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+        // A failing test shows the end of the server's log (the temp dir is about to go).
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            eprintln!(
+                "---- {:?} server log ({}), last {} lines ----\n{}\n---- end of server log ----",
+                self.target,
+                self.log_path.display(),
+                tail.len(),
+                tail.join("\n")
+            );
+        }
         if std::env::var_os("CAIRN_TEST_KEEP").is_some_and(|v| v == "1")
             && let Some(dir) = self.temp_dir.take()
         {
