@@ -251,9 +251,42 @@ async fn etcd_client_put_options_prev_kv_ignore_value_ignore_lease_and_errors() 
     let response = client.get(key.clone(), None).await.expect("get bytes");
     assert_eq!(response.kvs()[0].key(), &key[..]);
     assert_eq!(response.kvs()[0].value(), &value[..]);
+    // A prefix of 0xff bytes has no upper bound: it reads from the key on.
+    client
+        .put(b"\xff\xff".to_vec(), "x", None)
+        .await
+        .expect("put");
+    let response = client
+        .get(
+            b"\xff".to_vec(),
+            Some(GetOptions::new().with_prefix().with_keys_only()),
+        )
+        .await
+        .expect("get prefix 0xff");
+    let found: Vec<&[u8]> = response.kvs().iter().map(|kv| kv.key()).collect();
+    assert_eq!(found, [&key[..], &b"\xff\xff"[..]]);
+
+    // Large values: 1 MiB is fine under the default --max-request-bytes (1.5 MiB); 1.75 MiB
+    // is refused by the server (not by the gRPC transport limit, which is 512 KiB higher).
+    let large = vec![b'x'; 1024 * 1024];
+    client
+        .put("large", large.clone(), None)
+        .await
+        .expect("put 1 MiB");
+    let response = client.get("large", None).await.expect("get 1 MiB");
+    assert!(
+        response.kvs()[0].value() == &large[..],
+        "1 MiB value round-trips"
+    );
+    let before = revision(&mut client).await;
+    assert_grpc_error(
+        client.put("larger", vec![b'y'; 1792 * 1024], None).await,
+        "InvalidArgument",
+        "etcdserver: request is too large",
+    );
+    assert_eq!(revision(&mut client).await, before);
 
     // An empty key is refused, and refused requests take no revision.
-    let before = revision(&mut client).await;
     assert_grpc_error(
         client.put("", "v", None).await,
         "InvalidArgument",
