@@ -583,7 +583,12 @@ fn parse_flags(flags: &mut Flags, args: &[String]) -> Result<Vec<String>, String
 /// cobra root etcdctl builds for it. `Err(Some(usage))` is a flag error (cobra prints
 /// that usage), `Err(None)` an unknown command.
 pub fn parse_txn_op(words: &[String]) -> Result<(Cmd, Flags, Vec<String>), Option<&'static str>> {
-    let (cmd, defs, usage) = match words.first().map(String::as_str) {
+    // cobra's prefix matching holds here too (`g k` is `get k`); cobra's own `help` is
+    // left out: etcdctl waits forever for the request it never gets.
+    let name = words
+        .first()
+        .and_then(|w| find_next(w, &["put", "get", "del"]));
+    let (cmd, defs, usage) = match name {
         Some("get") => (Cmd::Get, GET, include_str!("usage/txn_op_get.txt")),
         Some("put") => (Cmd::Put, PUT, include_str!("usage/txn_op_put.txt")),
         Some("del") => (Cmd::Del, DEL, include_str!("usage/txn_op_del.txt")),

@@ -274,7 +274,7 @@ fn reads_and_failures_match_on_the_same_server() {
             same_server(&mut report, ep, &args, None);
         }
         // Read-only transactions leave the revision alone.
-        let txn = "value(\"foo\") = \"bar2\"\nmod(\"foo/a\") > \"0\"\n\nget foo\nget foo/ --prefix --limit 1\n\nget zeta\n\n";
+        let txn = "value(\"foo\") = \"bar2\"\nmod(\"foo/a\") > \"0\"\n\nget foo\nge foo/ --prefix --limit 1\n\nget zeta\n\n";
         same_server(&mut report, ep, &["txn", "-w", w], Some(txn));
         same_server(&mut report, ep, &["txn", "-i", "-w", w], Some(txn));
         let failing = "version(\"foo\") = \"7\"\n\nget foo\n\nget zeta --keys-only\nget foo/b\n\n";
