@@ -184,7 +184,6 @@ impl Client {
         F: FnOnce(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let connected_before = self.channel.is_some();
         let work = async {
             let ch = self.channel().await;
             call(ch).await
@@ -200,7 +199,7 @@ impl Client {
                 Err(Fail::new(exit::ERROR, error_text(&status)))
             }
             Err(_elapsed) => {
-                let desc = if self.channel.is_some() || connected_before {
+                let desc = if self.channel.is_some() {
                     "context deadline exceeded".to_string()
                 } else if self.target.starts_with("passthrough") {
                     let hp = dial_address(host_port(&self.endpoints[0]));
