@@ -221,11 +221,14 @@ impl RaftLogStore {
     }
 
     /// Drops in-memory entries well behind `applied`; the WAL keeps them until a snapshot.
+    /// Trimming shifts every retained entry, so it waits until a whole chunk can go at once.
     pub fn compact_memory(&self, applied: u64) -> Result<(), RaftError> {
-        let target = applied.saturating_sub(RETAINED_APPLIED_ENTRIES);
-        if target > 1 {
-            // Already-compacted targets are a no-op; `target <= applied <= last index` holds.
-            self.memory.wl().compact(target)?;
+        let first = self.memory.first_index()?;
+        if applied >= first + 2 * RETAINED_APPLIED_ENTRIES {
+            // `target <= applied <= last index` holds, as compaction requires.
+            self.memory
+                .wl()
+                .compact(applied - RETAINED_APPLIED_ENTRIES)?;
         }
         Ok(())
     }

@@ -23,8 +23,14 @@ use crate::watch::WatchHub;
 use crate::{ServerError, kv};
 
 /// Make the backend durable at least this often, so recovery replays a bounded WAL suffix.
-const PERSIST_INTERVAL: Duration = Duration::from_millis(100);
-const PERSIST_ENTRIES_MAX: u64 = 10_000;
+/// Each durable commit fsyncs on the apply thread and stalls applying meanwhile, so it is
+/// not done for every batch; the WAL keeps everything since the last one.
+const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
+const PERSIST_ENTRIES_MAX: u64 = 20_000;
+/// Entries applied in one backend transaction at most, to bound how long readers wait.
+const APPLY_BATCH_ENTRIES_MAX: usize = 10_000;
+/// How long the apply loop waits for entries before it looks at the persist deadline.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
 
 /// What applying one request produced.
 #[derive(Debug)]
@@ -148,7 +154,7 @@ impl ApplyLoop {
         let mut last_persist = Instant::now();
         let mut unpersisted_entries = 0u64;
         loop {
-            let first = match self.events.recv_timeout(PERSIST_INTERVAL) {
+            let first = match self.events.recv_timeout(IDLE_WAIT) {
                 Ok(event) => Some(event),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -162,7 +168,7 @@ impl ApplyLoop {
                     NodeEvent::Committed(batch) => entries.extend(batch),
                     NodeEvent::Dropped { id, error } => self.waits.trigger(id, Err(error.into())),
                 }
-                if entries.len() >= PERSIST_ENTRIES_MAX as usize {
+                if entries.len() >= APPLY_BATCH_ENTRIES_MAX {
                     break;
                 }
             }
