@@ -302,8 +302,8 @@ impl Flags {
             };
             format!(
                 "invalid argument {} for {} flag: {e}",
-                gofmt::quote(raw.as_bytes()),
-                gofmt::quote(name.as_bytes())
+                gofmt::quote_str(raw),
+                gofmt::quote_str(&name)
             )
         })?;
         let v = match (v, self.changed.contains(d.name), self.values.get(d.name)) {
@@ -392,7 +392,7 @@ impl Flags {
                 return Err(format!(
                     "{} C | pkg/flags: conflicting environment variable {} is shadowed by corresponding command-line flag (either unset environment variable or disable flag)",
                     capnslog_now(),
-                    gofmt::quote(k.as_bytes())
+                    gofmt::quote_str(k)
                 ));
             }
             if k.starts_with("ETCDCTL_") {
@@ -610,10 +610,7 @@ pub fn help_topic(words: &[String]) -> Option<Cmd> {
 
 /// cobra's unknown-command error text, with its "Did you mean this?" suggestions.
 pub fn unknown_command_error(name: &str) -> String {
-    let mut err = format!(
-        "unknown command {} for \"etcdctl\"",
-        gofmt::quote(name.as_bytes())
-    );
+    let mut err = format!("unknown command {} for \"etcdctl\"", gofmt::quote_str(name));
     let suggestions: Vec<&str> = ROOT_COMMANDS
         .iter()
         .copied()

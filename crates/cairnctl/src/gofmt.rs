@@ -48,6 +48,49 @@ fn utf8_units(bytes: &[u8]) -> impl Iterator<Item = Result<char, u8>> + '_ {
     })
 }
 
+/// Go strings are bytes. cairnctl keeps them in Rust `String`s with every byte that is not
+/// valid UTF-8 stored as the private-use character U+10FF00 + byte, so command-line
+/// arguments and stdin lines survive unchanged into keys, values and messages.
+pub fn go_string(bytes: &[u8]) -> String {
+    utf8_units(bytes)
+        .map(|u| match u {
+            Ok(c) => c,
+            Err(b) => char::from_u32(0x10FF00 + u32::from(b)).expect("a private-use char"),
+        })
+        .collect()
+}
+
+/// The bytes of a string made by [`go_string`].
+pub fn go_bytes(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    for c in s.chars() {
+        match c as u32 {
+            b @ 0x10FF00..=0x10FFFF => out.push((b - 0x10FF00) as u8),
+            _ => push_char(&mut out, c),
+        }
+    }
+    out
+}
+
+/// What `fmt.Sscanf` sees of a string made by [`go_string`]: it reads runes, so every
+/// invalid byte becomes U+FFFD.
+pub fn as_runes(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if (0x10FF00..=0x10FFFF).contains(&(c as u32)) {
+                '\u{FFFD}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// [`quote`] of a string made by [`go_string`].
+pub fn quote_str(s: &str) -> String {
+    quote(&go_bytes(s))
+}
+
 /// Go's `strconv.Quote` (and so `fmt`'s `%q`) of a byte string.
 pub fn quote(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() + 2);
@@ -148,8 +191,7 @@ pub fn unquote(s: &str) -> Option<String> {
             c => push_char(&mut out, c),
         }
     }
-    // Go strings may hold any bytes; ours hold what `\x` escapes produced, lossily.
-    Some(String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into()))
+    Some(go_string(&out))
 }
 
 fn push_char(out: &mut Vec<u8>, c: char) {
@@ -244,7 +286,7 @@ pub fn duration_string(d: Duration) -> String {
 
 /// Go's `time.ParseDuration`; the error text is Go's.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let invalid = || format!("time: invalid duration {}", quote(s.as_bytes()));
+    let invalid = || format!("time: invalid duration {}", quote_str(s));
     let mut rest = s;
     let mut neg = false;
     if let Some(r) = rest.strip_prefix('-') {
@@ -277,10 +319,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
         let scale = match unit {
             "" => {
-                return Err(format!(
-                    "time: missing unit in duration {}",
-                    quote(s.as_bytes())
-                ));
+                return Err(format!("time: missing unit in duration {}", quote_str(s)));
             }
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,
@@ -291,8 +330,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             other => {
                 return Err(format!(
                     "time: unknown unit {} in duration {}",
-                    quote(other.as_bytes()),
-                    quote(s.as_bytes())
+                    quote_str(other),
+                    quote_str(s)
                 ));
             }
         };
@@ -307,16 +346,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Go's `strconv.ParseInt(s, base, 64)`; base 0 infers 0x/0o/0b/0 prefixes (and allows `_`).
 pub fn parse_int(s: &str, base: u32) -> Result<i64, String> {
-    let syntax = || {
-        format!(
-            "strconv.ParseInt: parsing {}: invalid syntax",
-            quote(s.as_bytes())
-        )
-    };
+    let syntax = || format!("strconv.ParseInt: parsing {}: invalid syntax", quote_str(s));
     let range = || {
         format!(
             "strconv.ParseInt: parsing {}: value out of range",
-            quote(s.as_bytes())
+            quote_str(s)
         )
     };
     let (neg, body) = match s.as_bytes().first() {
@@ -367,7 +401,7 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
         _ => Err(format!(
             "strconv.ParseBool: parsing {}: invalid syntax",
-            quote(s.as_bytes())
+            quote_str(s)
         )),
     }
 }
@@ -414,6 +448,8 @@ mod tests {
         assert_eq!(unquote(r#""a\x41""#).as_deref(), Some("aA"));
         assert_eq!(unquote("`raw\\n`").as_deref(), Some("raw\\n"));
         assert_eq!(unquote(r#""\z""#), None);
+        assert_eq!(go_bytes(&unquote(r#""a\xff""#).unwrap()), b"a\xff");
+        assert_eq!(go_bytes(&go_string(b"k\xff\x00\xc3")), b"k\xff\x00\xc3");
     }
 
     #[test]

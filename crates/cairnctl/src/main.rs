@@ -61,7 +61,7 @@ impl Fail {
         } else if !self.silent {
             err.push_str(&format!("Error: {}\n", self.msg));
         }
-        commands::stderr(err.as_bytes());
+        commands::stderr(&gofmt::go_bytes(&err));
         self.code
     }
 }
@@ -157,12 +157,10 @@ fn help(topic: &[String]) -> i32 {
 }
 
 fn main() {
+    use std::os::unix::ffi::OsStrExt;
     let args: Vec<String> = std::env::args_os()
         .skip(1)
-        .map(|a| {
-            a.into_string()
-                .unwrap_or_else(|a| a.to_string_lossy().into())
-        })
+        .map(|a| gofmt::go_string(a.as_bytes()))
         .collect();
     // etcdctl reads and unsets ETCDCTL_API before anything else.
     let env: Vec<(String, String)> = std::env::vars_os()

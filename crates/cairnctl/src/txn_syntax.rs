@@ -52,7 +52,7 @@ fn next_line(input: &mut impl std::io::BufRead) -> Result<Option<String>, Fail> 
     if n == 0 || buf.last() != Some(&b'\n') {
         return Err(Fail::new(exit::INVALID_INPUT, "EOF"));
     }
-    let line = String::from_utf8_lossy(&buf).trim().to_string();
+    let line = gofmt::go_string(&buf).trim().to_string();
     Ok((!line.is_empty()).then_some(line))
 }
 
@@ -130,12 +130,12 @@ pub fn parse_compare(line: &str) -> Result<Compare, Fail> {
     let Some((target, rest)) = line.split_once('(') else {
         return Err(invalid(format!("malformed comparison: {line}")));
     };
-    let (n, [key, op, val]) = scan_compare(rest);
+    let (n, [key, op, val]) = scan_compare(&gofmt::as_runes(rest));
     if n != 3 {
         return Err(invalid(format!(
             "malformed comparison: {line}; got {target}({}) {op} {}",
-            gofmt::quote(key.as_bytes()),
-            gofmt::quote(val.as_bytes())
+            gofmt::quote(&gofmt::go_bytes(&key)),
+            gofmt::quote(&gofmt::go_bytes(&val))
         )));
     }
     let bad_request = || invalid(format!("invalid txn compare request: {line}"));
@@ -152,7 +152,10 @@ pub fn parse_compare(line: &str) -> Result<Compare, Fail> {
             CompareTarget::Mod,
             TargetUnion::ModRevision(gofmt::parse_int(&val, 10).map_err(|_| bad_request())?),
         ),
-        "val" | "value" => (CompareTarget::Value, TargetUnion::Value(val.into_bytes())),
+        "val" | "value" => (
+            CompareTarget::Value,
+            TargetUnion::Value(gofmt::go_bytes(&val)),
+        ),
         // etcdctl 3.4.23 panics on `lease` compares; this is what 3.5 does.
         "lease" => (
             CompareTarget::Lease,
@@ -175,7 +178,7 @@ pub fn parse_compare(line: &str) -> Result<Compare, Fail> {
     Ok(Compare {
         result: result as i32,
         target: target as i32,
-        key: key.into_bytes(),
+        key: gofmt::go_bytes(&key),
         range_end: vec![],
         target_union: Some(union),
     })
@@ -234,10 +237,10 @@ pub fn argify(s: &str) -> Result<Vec<String>, Fail> {
         .map(|word| {
             if word.starts_with('\'') {
                 let hi = n - 1;
-                if hi > word.len() {
+                let len = gofmt::go_bytes(word).len();
+                if hi > len {
                     return Err(Fail::panic(&format!(
-                        "runtime error: slice bounds out of range [:{hi}] with length {}",
-                        word.len()
+                        "runtime error: slice bounds out of range [:{hi}] with length {len}"
                     )));
                 }
                 if hi < 1 {
@@ -245,9 +248,10 @@ pub fn argify(s: &str) -> Result<Vec<String>, Fail> {
                         "runtime error: slice bounds out of range [1:{hi}]"
                     )));
                 }
-                Ok(String::from_utf8_lossy(&word.as_bytes()[1..hi]).into_owned())
+                Ok(gofmt::go_string(&gofmt::go_bytes(word)[1..hi]))
             } else if word.starts_with('"') {
-                gofmt::unquote(word).ok_or_else(|| Fail::new(exit::INVALID_INPUT, "invalid syntax"))
+                gofmt::unquote(&gofmt::as_runes(word))
+                    .ok_or_else(|| Fail::new(exit::INVALID_INPUT, "invalid syntax"))
             } else {
                 Ok(word.to_string())
             }

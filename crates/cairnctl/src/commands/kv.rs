@@ -51,19 +51,16 @@ pub fn get_op(flags: &Flags, args: &[String]) -> Result<RangeRequest, Fail> {
         other => {
             return Err(Fail::new(
                 exit::BAD_FEATURE,
-                format!(
-                    "unknown consistency flag {}",
-                    gofmt::quote(other.as_bytes())
-                ),
+                format!("unknown consistency flag {}", gofmt::quote_str(other)),
             ));
         }
     }
-    req.key = args[0].clone().into_bytes();
+    req.key = gofmt::go_bytes(&args[0]);
     if args.len() > 1 {
         if prefix || from_key {
             return Err(bad_args(TOO_MANY));
         }
-        req.range_end = args[1].clone().into_bytes();
+        req.range_end = gofmt::go_bytes(&args[1]);
     }
     req.limit = flags.int("limit");
     if flags.int("rev") > 0 {
@@ -133,12 +130,12 @@ pub fn put_op(flags: &Flags, args: &[String], stdin: &mut dyn Read) -> Result<Pu
         ));
     }
     let mut req = PutRequest {
-        key: args[0].clone().into_bytes(),
+        key: gofmt::go_bytes(&args[0]),
         ..Default::default()
     };
     if !ignore_value {
         req.value = match args.get(1) {
-            Some(v) => v.clone().into_bytes(),
+            Some(v) => gofmt::go_bytes(v),
             None => {
                 let mut buf = Vec::new();
                 if stdin.read_to_end(&mut buf).is_err() || buf.is_empty() {
@@ -172,14 +169,14 @@ pub fn del_op(flags: &Flags, args: &[String]) -> Result<DeleteRangeRequest, Fail
         return Err(bad_args(PREFIX_AND_FROM_KEY));
     }
     let mut req = DeleteRangeRequest {
-        key: args[0].clone().into_bytes(),
+        key: gofmt::go_bytes(&args[0]),
         ..Default::default()
     };
     if args.len() > 1 {
         if prefix || from_key {
             return Err(bad_args(TOO_MANY));
         }
-        req.range_end = args[1].clone().into_bytes();
+        req.range_end = gofmt::go_bytes(&args[1]);
     }
     if prefix {
         if req.key.is_empty() {

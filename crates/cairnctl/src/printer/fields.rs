@@ -93,7 +93,7 @@ pub fn endpoint_health(hs: &[EpHealth]) -> Vec<u8> {
     for h in hs {
         out.push_str(&format!(
             "\"Endpoint\" : {}\n\"Health\" : {}\n\"Took\" : {}\n\"Error\" : {}\n\n",
-            gofmt::quote(h.ep.as_bytes()),
+            gofmt::quote_str(&h.ep),
             h.health,
             gofmt::duration_string(h.took),
             h.error
@@ -110,7 +110,7 @@ pub fn endpoint_status(st: &[EpStatus]) -> Vec<u8> {
         out.extend_from_slice(
             format!(
                 "\"Version\" : {}\n\"DBSize\" : {}\n\"Leader\" : {}\n\"IsLearner\" : {}\n\"RaftIndex\" : {}\n\"RaftTerm\" : {}\n\"RaftAppliedIndex\" : {}\n\"Errors\" : [{}]\n\"Endpoint\" : {}\n\n",
-                gofmt::quote(r.version.as_bytes()),
+                gofmt::quote_str(&r.version),
                 r.db_size,
                 r.leader,
                 r.is_learner,
@@ -118,7 +118,7 @@ pub fn endpoint_status(st: &[EpStatus]) -> Vec<u8> {
                 r.raft_term,
                 r.raft_applied_index,
                 r.errors.join(" "),
-                gofmt::quote(s.ep.as_bytes()),
+                gofmt::quote_str(&s.ep),
             )
             .as_bytes(),
         );
