@@ -82,6 +82,15 @@ pub struct Flags {
     #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m",
           value_parser = parse_go_duration)]
     pub experimental_watch_progress_notify_interval: Duration,
+    /// Persist remaining lease TTLs through Raft, so a restart does not renew every lease.
+    /// Cairn enables it by default (etcd 3.4 does not): its issue asks TTLs to survive restarts.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT", default_value_t = true,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub experimental_enable_lease_checkpoint: bool,
+    /// How often the leader checkpoints remaining lease TTLs.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL", default_value = "5m",
+          value_parser = parse_go_duration)]
+    pub experimental_lease_checkpoint_interval: Duration,
     /// Configures log level: debug, info, warn, error, panic, or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info",
           value_parser = ["debug", "info", "warn", "error", "panic", "fatal"])]

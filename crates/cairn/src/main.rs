@@ -91,6 +91,9 @@ async fn run(flags: Flags) -> Result<(), String> {
         max_txn_ops: flags.max_txn_ops,
         snapshot_count: flags.snapshot_count,
         watch_progress_notify_interval: flags.experimental_watch_progress_notify_interval,
+        lease_checkpoint_interval: flags
+            .experimental_enable_lease_checkpoint
+            .then_some(flags.experimental_lease_checkpoint_interval),
     })
     .map_err(|e| e.to_string())?;
 

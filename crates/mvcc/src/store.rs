@@ -23,9 +23,9 @@ use crate::revision::Revision;
 const KV_TABLE: TableDefinition<u128, &[u8]> = TableDefinition::new("kv");
 /// Small named integers: the applied raft index, the compacted revision, member metadata.
 const META_TABLE: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// Granted leases: id -> TTL in seconds. Attachments are not stored here: each key's value
-/// records its lease, as etcd's does.
-const LEASE_TABLE: TableDefinition<i64, i64> = TableDefinition::new("lease");
+/// Granted leases: id -> (TTL, checkpointed remaining TTL; 0 when none), in seconds.
+/// Attachments are not stored here: each key's value records its lease, as etcd's does.
+const LEASE_TABLE: TableDefinition<i64, (i64, i64)> = TableDefinition::new("lease");
 
 const META_APPLIED_INDEX: &str = "applied_index";
 const META_COMPACTED_REVISION: &str = "compacted_revision";
@@ -222,8 +222,8 @@ impl Store {
         Ok(table.get(name).map_err(backend)?.map(|v| v.value()))
     }
 
-    /// Every granted lease as (id, TTL in seconds).
-    pub fn leases(&self) -> Result<Vec<(i64, i64)>, MvccError> {
+    /// Every granted lease as (id, TTL, checkpointed remaining TTL or 0), in seconds.
+    pub fn leases(&self) -> Result<Vec<(i64, i64, i64)>, MvccError> {
         let txn = self.db.begin_read().map_err(backend)?;
         let table = match txn.open_table(LEASE_TABLE) {
             Ok(t) => t,
@@ -232,8 +232,9 @@ impl Store {
         };
         let mut leases = Vec::new();
         for entry in table.iter().map_err(backend)? {
-            let (id, ttl) = entry.map_err(backend)?;
-            leases.push((id.value(), ttl.value()));
+            let (id, value) = entry.map_err(backend)?;
+            let (ttl, remaining) = value.value();
+            leases.push((id.value(), ttl, remaining));
         }
         Ok(leases)
     }
@@ -435,7 +436,7 @@ impl ReadView<'_> {
 /// Exclusive access to the store for one batch of applied entries.
 pub struct Writer<'a> {
     kv: redb::Table<'a, u128, &'static [u8]>,
-    leases: redb::Table<'a, i64, i64>,
+    leases: redb::Table<'a, i64, (i64, i64)>,
     state: &'a mut IndexState,
 }
 
@@ -514,11 +515,17 @@ impl TxnWriter<'_, '_> {
         rev
     }
 
-    /// Records a granted lease; leases are not revisioned, so this takes no revision.
-    pub fn put_lease(&mut self, id: i64, ttl_seconds: i64) -> Result<(), MvccError> {
+    /// Records a granted lease and its checkpointed remaining TTL (0: none); leases are not
+    /// revisioned, so this takes no revision.
+    pub fn put_lease(
+        &mut self,
+        id: i64,
+        ttl_seconds: i64,
+        remaining_seconds: i64,
+    ) -> Result<(), MvccError> {
         self.writer
             .leases
-            .insert(id, ttl_seconds)
+            .insert(id, (ttl_seconds, remaining_seconds))
             .map_err(backend)?;
         Ok(())
     }

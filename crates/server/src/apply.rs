@@ -41,6 +41,7 @@ pub enum Applied {
     Compaction(CompactionResponse),
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
+    LeaseCheckpoint,
 }
 
 pub type ApplyOutcome = Result<Applied, ServerError>;
@@ -121,7 +122,7 @@ fn apply_request(
         Request::LeaseGrant(g) => {
             lessor.check_grant(g.id)?;
             let ttl = lessor.granted_ttl(g.ttl);
-            w.txn(|txn| txn.put_lease(g.id, ttl))?;
+            w.txn(|txn| txn.put_lease(g.id, ttl, 0))?;
             lessor.grant(g.id, ttl);
             Ok(Applied::LeaseGrant(LeaseGrantResponse {
                 header: header(w.current_revision()),
@@ -145,6 +146,15 @@ fn apply_request(
             Ok(Applied::LeaseRevoke(LeaseRevokeResponse {
                 header: header(w.current_revision()),
             }))
+        }
+        Request::LeaseCheckpoint(c) => {
+            for checkpoint in c.checkpoints {
+                // A lease revoked since the checkpoint was proposed is simply skipped.
+                if let Some(ttl) = lessor.checkpoint(checkpoint.id, checkpoint.remaining_ttl) {
+                    w.txn(|txn| txn.put_lease(checkpoint.id, ttl, checkpoint.remaining_ttl))?;
+                }
+            }
+            Ok(Applied::LeaseCheckpoint)
         }
     }
 }

@@ -17,6 +17,8 @@ const REVOKE_RETRY: Duration = Duration::from_secs(3);
 
 struct Lease {
     ttl_seconds: i64,
+    /// The remaining TTL last checkpointed through Raft (0: none): what a restart resumes from.
+    checkpointed_seconds: i64,
     expiry: Instant,
     keys: BTreeSet<Vec<u8>>,
     revoke_proposed: Option<Instant>,
@@ -59,15 +61,22 @@ impl Lessor {
             .expect("the lessor lock is never held across a panic")
     }
 
-    /// Rebuilds the lessor from the backend on start. Every lease gets its full TTL again.
-    pub fn restore(&self, leases: Vec<(i64, i64)>, attachments: Vec<(Vec<u8>, i64)>) {
+    /// Rebuilds the lessor from the backend on start. A lease resumes from its checkpointed
+    /// remaining TTL, or its full TTL if it has none.
+    pub fn restore(&self, leases: Vec<(i64, i64, i64)>, attachments: Vec<(Vec<u8>, i64)>) {
         let mut state = self.lock();
-        for (id, ttl_seconds) in leases {
+        for (id, ttl_seconds, checkpointed_seconds) in leases {
+            let resume = if checkpointed_seconds > 0 {
+                checkpointed_seconds
+            } else {
+                ttl_seconds
+            };
             state.leases.insert(
                 id,
                 Lease {
                     ttl_seconds,
-                    expiry: expiry_after(ttl_seconds),
+                    checkpointed_seconds,
+                    expiry: expiry_after(resume),
                     keys: BTreeSet::new(),
                     revoke_proposed: None,
                 },
@@ -96,6 +105,7 @@ impl Lessor {
             id,
             Lease {
                 ttl_seconds,
+                checkpointed_seconds: 0,
                 expiry: expiry_after(ttl_seconds),
                 keys: BTreeSet::new(),
                 revoke_proposed: None,
@@ -152,12 +162,40 @@ impl Lessor {
         self.attach(key, 0);
     }
 
-    /// A keep-alive: the lease lives another full TTL. Returns that TTL.
-    pub fn renew(&self, id: i64) -> Option<i64> {
+    /// A keep-alive: the lease lives another full TTL. Returns that TTL, and whether an older
+    /// checkpoint must be cleared (else a restart would resume from its shorter remaining TTL).
+    pub fn renew(&self, id: i64) -> Option<(i64, bool)> {
         let mut state = self.lock();
         let lease = state.leases.get_mut(&id)?;
         lease.expiry = expiry_after(lease.ttl_seconds);
+        Some((lease.ttl_seconds, lease.checkpointed_seconds > 0))
+    }
+
+    /// Applies a checkpoint: returns the lease's TTL so it can be stored with the remaining
+    /// TTL, or None if the lease is gone.
+    pub fn checkpoint(&self, id: i64, remaining_seconds: i64) -> Option<i64> {
+        let mut state = self.lock();
+        let lease = state.leases.get_mut(&id)?;
+        lease.checkpointed_seconds = remaining_seconds;
         Some(lease.ttl_seconds)
+    }
+
+    /// The remaining TTL of every lease that has run down since it was granted or renewed,
+    /// at most `max` of them, for the leader to checkpoint.
+    pub fn checkpoints_due(&self, max: usize) -> Vec<(i64, i64)> {
+        let now = Instant::now();
+        self.lock()
+            .leases
+            .iter()
+            .filter_map(|(id, lease)| {
+                let remaining = lease.expiry.saturating_duration_since(now).as_secs() as i64;
+                (remaining > 0
+                    && remaining < lease.ttl_seconds
+                    && remaining != lease.checkpointed_seconds)
+                    .then_some((*id, remaining))
+            })
+            .take(max)
+            .collect()
     }
 
     pub fn time_to_live(&self, id: i64, with_keys: bool) -> Option<LeaseTimeToLive> {
@@ -205,6 +243,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_restart_resumes_from_the_checkpointed_remaining_ttl() {
+        let lessor = Lessor::new(2);
+        lessor.restore(vec![(1, 600, 30), (2, 600, 0)], vec![(b"k".to_vec(), 1)]);
+        let checkpointed = lessor.time_to_live(1, true).expect("lease 1");
+        assert!(
+            checkpointed.remaining_seconds <= 30,
+            "resumes from the checkpoint"
+        );
+        assert_eq!(checkpointed.keys, vec![b"k".to_vec()]);
+        assert!(
+            lessor
+                .time_to_live(2, false)
+                .expect("lease 2")
+                .remaining_seconds
+                > 590
+        );
+        assert_eq!(
+            lessor.renew(1),
+            Some((600, true)),
+            "a renewal must clear the old checkpoint"
+        );
+        assert_eq!(lessor.checkpoint(1, 0), Some(600));
+        assert_eq!(lessor.renew(1), Some((600, false)));
+        assert_eq!(lessor.checkpoint(9, 5), None);
+    }
+
+    #[test]
     fn attaching_moves_a_key_between_leases_and_zero_detaches() {
         let lessor = Lessor::new(2);
         lessor.grant(1, 10);
@@ -238,7 +303,7 @@ mod tests {
             "a revoke is already proposed"
         );
         assert_eq!(lessor.expired(now + REVOKE_RETRY), vec![7]);
-        assert_eq!(lessor.renew(7), Some(0));
+        assert_eq!(lessor.renew(7), Some((0, false)));
         assert_eq!(lessor.granted_ttl(1), 1);
         assert_eq!(Lessor::new(2).granted_ttl(1), 2);
     }

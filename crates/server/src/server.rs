@@ -11,8 +11,9 @@ use cairn_mvcc::Store;
 use cairn_proto::cairnpb::{InternalRequest, internal_request};
 use cairn_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
-    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+    LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    ResponseHeader, TxnRequest, TxnResponse,
 };
 use cairn_raft::{NodeConfig, RaftNode};
 use prost::Message;
@@ -50,6 +51,9 @@ pub struct ServerConfig {
     pub snapshot_count: u64,
     /// How often watchers that asked for progress notifications get one.
     pub watch_progress_notify_interval: Duration,
+    /// How often the leader checkpoints remaining lease TTLs through Raft, so that a restart
+    /// resumes them instead of granting every lease its full TTL again; None disables it.
+    pub lease_checkpoint_interval: Option<Duration>,
 }
 
 /// Point-in-time facts for `Maintenance.Status`.
@@ -183,7 +187,15 @@ impl Server {
             "server started"
         );
         let request_ids = Arc::new(RequestIds::new());
-        spawn_lease_expiry(raft.clone(), lessor.clone(), request_ids.clone(), member_id)?;
+        spawn_lease_driver(
+            LeaseDriver {
+                raft: raft.clone(),
+                lessor: lessor.clone(),
+                request_ids: request_ids.clone(),
+                member_id,
+            },
+            config.lease_checkpoint_interval,
+        )?;
         Ok(Arc::new(Server {
             store,
             raft,
@@ -413,7 +425,24 @@ impl Server {
         if self.raft.leader() != self.member_id {
             return Err(ServerError::NoLeader);
         }
-        Ok(self.lessor.renew(id))
+        let Some((ttl, clear_checkpoint)) = self.lessor.renew(id) else {
+            return Ok(None);
+        };
+        if clear_checkpoint {
+            // Fire and forget: if it is lost, the next periodic checkpoint corrects it.
+            let checkpoint = LeaseCheckpoint {
+                id,
+                remaining_ttl: 0,
+            };
+            let _ = propose_detached(
+                &self.raft,
+                &self.request_ids,
+                internal_request::Request::LeaseCheckpoint(LeaseCheckpointRequest {
+                    checkpoints: vec![checkpoint],
+                }),
+            );
+        }
+        Ok(Some(ttl))
     }
 
     pub fn lease_time_to_live(&self, id: i64, with_keys: bool) -> Option<LeaseTimeToLive> {
@@ -452,37 +481,73 @@ fn spawn_watch_syncer(watches: Arc<WatchHub>) -> Result<(), ServerError> {
 
 /// How often the leader looks for expired leases.
 const LEASE_EXPIRY_CHECK: Duration = Duration::from_millis(500);
+/// Leases checkpointed in one proposal at most, as etcd's batch.
+const LEASE_CHECKPOINTS_PER_PROPOSAL: usize = 1000;
 
-/// While this member leads, proposes a revoke for every lease that has run out. Revokes go
-/// through Raft, so every member deletes the same keys at the same revision.
-fn spawn_lease_expiry(
+/// Proposes a request nobody waits for (the outcome goes to an empty slot in the wait table).
+fn propose_detached(
+    raft: &RaftNode,
+    request_ids: &RequestIds,
+    request: internal_request::Request,
+) -> Result<(), cairn_raft::RaftError> {
+    let request = InternalRequest {
+        id: request_ids.next(),
+        request: Some(request),
+    };
+    raft.propose(request.id, request.encode_to_vec())
+}
+
+/// What the leader's lease duties need.
+struct LeaseDriver {
     raft: RaftNode,
     lessor: Arc<Lessor>,
     request_ids: Arc<RequestIds>,
     member_id: u64,
+}
+
+/// While this member leads: proposes a revoke for every lease that has run out, and
+/// checkpoints remaining TTLs. Both go through Raft, so every member deletes the same keys at
+/// the same revision and would resume the same TTLs.
+fn spawn_lease_driver(
+    driver: LeaseDriver,
+    checkpoint_interval: Option<Duration>,
 ) -> Result<(), ServerError> {
     std::thread::Builder::new()
-        .name("lease-expiry".into())
+        .name("lease-driver".into())
         .spawn(move || {
+            let mut last_checkpoint = std::time::Instant::now();
             loop {
                 std::thread::sleep(LEASE_EXPIRY_CHECK);
-                if raft.leader() != member_id {
+                if driver.raft.leader() != driver.member_id {
                     continue;
                 }
-                for id in lessor.expired(std::time::Instant::now()) {
-                    let request = InternalRequest {
-                        id: request_ids.next(),
-                        request: Some(internal_request::Request::LeaseRevoke(LeaseRevokeRequest { id })),
-                    };
-                    match raft.propose(request.id, request.encode_to_vec()) {
+                for id in driver.lessor.expired(std::time::Instant::now()) {
+                    let revoke = internal_request::Request::LeaseRevoke(LeaseRevokeRequest { id });
+                    match propose_detached(&driver.raft, &driver.request_ids, revoke) {
                         Ok(()) => tracing::debug!(lease = format_args!("{id:x}"), "lease expired; revoking"),
                         Err(cairn_raft::RaftError::Stopped) => return,
                         Err(e) => tracing::warn!(error = %e, "cannot propose the revoke of an expired lease; will retry"),
                     }
                 }
+                if let Some(interval) = checkpoint_interval
+                    && last_checkpoint.elapsed() >= interval
+                {
+                    last_checkpoint = std::time::Instant::now();
+                    let due = driver.lessor.checkpoints_due(LEASE_CHECKPOINTS_PER_PROPOSAL);
+                    if !due.is_empty() {
+                        let checkpoints = due
+                            .into_iter()
+                            .map(|(id, remaining_ttl)| LeaseCheckpoint { id, remaining_ttl })
+                            .collect();
+                        let request = internal_request::Request::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints });
+                        if let Err(e) = propose_detached(&driver.raft, &driver.request_ids, request) {
+                            tracing::warn!(error = %e, "cannot propose lease checkpoints; will retry");
+                        }
+                    }
+                }
             }
         })
-        .map_err(|e| ServerError::Internal(format!("cannot start the lease expiry thread: {e}")))?;
+        .map_err(|e| ServerError::Internal(format!("cannot start the lease driver: {e}")))?;
     Ok(())
 }
 
