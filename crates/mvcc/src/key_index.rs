@@ -6,9 +6,13 @@
 //! the index only says which revision holds a key's value at a given store revision.
 
 use std::collections::{BTreeMap, HashSet};
+use std::num::NonZeroI64;
 use std::ops::Bound;
 
 use crate::revision::Revision;
+
+/// The version of a key's first value in a generation.
+const FIRST_VERSION: NonZeroI64 = NonZeroI64::new(1).unwrap();
 
 #[derive(Debug, Default)]
 pub struct KeyIndex {
@@ -23,10 +27,25 @@ pub struct KeyRevision {
     pub version: i64,
 }
 
+/// One key's history. Most keys hold one value that was written once, or compacted down to
+/// its latest write: that case is stored inline, without the two allocations of the general
+/// form, because the index holds one of these per key and keys are many.
 #[derive(Debug)]
-struct KeyHistory {
-    /// Never empty; only the last generation may be empty (the key is deleted).
-    generations: Vec<Generation>,
+enum KeyHistory {
+    /// One live generation with one revision. A version is never 0, which gives the enum its
+    /// tag for free: the whole history is 32 bytes.
+    Single {
+        created: i64,
+        version: NonZeroI64,
+        modified: Revision,
+    },
+    /// etcd's general form, boxed to keep the common case small. Never empty; only the last
+    /// generation may be empty (the key is deleted).
+    #[allow(
+        clippy::box_collection,
+        reason = "a bare Vec is 24 bytes and would not fit beside Single's niche: 40 bytes a key instead of 32"
+    )]
+    Generations(Box<Vec<Generation>>),
 }
 
 #[derive(Debug, Default)]
@@ -62,67 +81,120 @@ fn is_nonempty(range: &(Bound<&[u8]>, Bound<&[u8]>)) -> bool {
     }
 }
 
+fn generation_at(generations: &[Generation], at: i64) -> Option<&Generation> {
+    let last = generations.len() - 1;
+    for (i, g) in generations.iter().enumerate().rev() {
+        let (Some(first), Some(tomb)) = (g.revs.first(), g.revs.last()) else {
+            continue;
+        };
+        if i != last && tomb.main <= at {
+            return None;
+        }
+        if first.main <= at {
+            return Some(g);
+        }
+    }
+    None
+}
+
+/// Drops history no reader at `at` or later can see; records in `keep` the revisions at or
+/// before `at` that must stay in the backend.
+fn compact_generations(generations: &mut Vec<Generation>, at: i64, keep: &mut HashSet<Revision>) {
+    let last = generations.len() - 1;
+    let mut gen_idx = 0;
+    while gen_idx < last {
+        let tomb = generations[gen_idx]
+            .revs
+            .last()
+            .expect("only the last generation is empty");
+        if tomb.main > at {
+            break;
+        }
+        gen_idx += 1;
+    }
+    let g = &mut generations[gen_idx];
+    if let Some(n) = g.newest_at(at) {
+        keep.insert(g.revs[n]);
+        g.revs.drain(..n);
+        if g.revs.len() == 1 && gen_idx != last {
+            // Only the tombstone is left: the key was deleted at or before `at`.
+            keep.remove(&g.revs[0]);
+            gen_idx += 1;
+        }
+    }
+    generations.drain(..gen_idx);
+}
+
 impl KeyHistory {
-    fn generation_at(&self, at: i64) -> Option<&Generation> {
-        let last = self.generations.len() - 1;
-        for (i, g) in self.generations.iter().enumerate().rev() {
-            let (Some(first), Some(tomb)) = (g.revs.first(), g.revs.last()) else {
-                continue;
-            };
-            if i != last && tomb.main <= at {
-                return None;
-            }
-            if first.main <= at {
-                return Some(g);
+    fn at(&self, at: i64) -> Option<KeyRevision> {
+        match self {
+            KeyHistory::Single {
+                created,
+                version,
+                modified,
+            } => (modified.main <= at).then_some(KeyRevision {
+                modified: *modified,
+                created: *created,
+                version: version.get(),
+            }),
+            KeyHistory::Generations(generations) => {
+                let g = generation_at(generations, at)?;
+                let n = g.newest_at(at)?;
+                Some(KeyRevision {
+                    modified: g.revs[n],
+                    created: g.created,
+                    version: g.version - (g.revs.len() - n - 1) as i64,
+                })
             }
         }
-        None
-    }
-
-    fn at(&self, at: i64) -> Option<KeyRevision> {
-        let g = self.generation_at(at)?;
-        let n = g.newest_at(at)?;
-        Some(KeyRevision {
-            modified: g.revs[n],
-            created: g.created,
-            version: g.version - (g.revs.len() - n - 1) as i64,
-        })
     }
 
     fn is_live(&self) -> bool {
-        self.generations.last().is_some_and(|g| !g.revs.is_empty())
+        match self {
+            KeyHistory::Single { .. } => true,
+            KeyHistory::Generations(generations) => {
+                generations.last().is_some_and(|g| !g.revs.is_empty())
+            }
+        }
     }
 
     fn is_empty(&self) -> bool {
-        self.generations.len() == 1 && self.generations[0].revs.is_empty()
+        match self {
+            KeyHistory::Single { .. } => false,
+            KeyHistory::Generations(generations) => {
+                generations.len() == 1 && generations[0].revs.is_empty()
+            }
+        }
     }
 
-    /// Drops history no reader at `at` or later can see; records in `keep` the revisions at or
-    /// before `at` that must stay in the backend.
-    fn compact(&mut self, at: i64, keep: &mut HashSet<Revision>) {
-        let last = self.generations.len() - 1;
-        let mut gen_idx = 0;
-        while gen_idx < last {
-            let tomb = self.generations[gen_idx]
-                .revs
-                .last()
-                .expect("only the last generation is empty");
-            if tomb.main > at {
-                break;
-            }
-            gen_idx += 1;
-        }
-        let g = &mut self.generations[gen_idx];
-        if let Some(n) = g.newest_at(at) {
-            keep.insert(g.revs[n]);
-            g.revs.drain(..n);
-            if g.revs.len() == 1 && gen_idx != last {
-                // Only the tombstone is left: the key was deleted at or before `at`.
-                keep.remove(&g.revs[0]);
-                gen_idx += 1;
-            }
-        }
-        self.generations.drain(..gen_idx);
+    /// Runs `change` on the general form, then stores the result inline if it fits.
+    fn change<R>(&mut self, change: impl FnOnce(&mut Vec<Generation>) -> R) -> R {
+        let mut generations = match std::mem::replace(self, KeyHistory::Generations(Box::default()))
+        {
+            KeyHistory::Single {
+                created,
+                version,
+                modified,
+            } => Box::new(vec![Generation {
+                created,
+                version: version.get(),
+                revs: vec![modified],
+            }]),
+            KeyHistory::Generations(generations) => generations,
+        };
+        let result = change(&mut generations);
+        *self = match (
+            generations.as_slice(),
+            generations.first().map(|g| NonZeroI64::new(g.version)),
+        ) {
+            ([only], Some(Some(version))) if only.revs.len() == 1 => KeyHistory::Single {
+                created: only.created,
+                version,
+                modified: only.revs[0],
+            },
+            _ => KeyHistory::Generations(generations),
+        };
+        result
     }
 }
 
@@ -142,26 +214,28 @@ impl KeyIndex {
 
     /// Records a put of `key` at `rev`; returns the create revision and version of the new value.
     pub fn put(&mut self, key: &[u8], rev: Revision) -> (i64, i64) {
-        let history = match self.keys.get_mut(key) {
-            Some(h) => h,
-            None => self.keys.entry(key.into()).or_insert_with(|| KeyHistory {
-                generations: vec![Generation::default()],
-            }),
+        let Some(history) = self.keys.get_mut(key) else {
+            let single = KeyHistory::Single {
+                created: rev.main,
+                version: FIRST_VERSION,
+                modified: rev,
+            };
+            self.keys.insert(key.into(), single);
+            return (rev.main, 1);
         };
-        let g = history
-            .generations
-            .last_mut()
-            .expect("a history has a generation");
-        debug_assert!(
-            g.revs.last().is_none_or(|last| *last < rev),
-            "revisions of a key only grow"
-        );
-        if g.revs.is_empty() {
-            g.created = rev.main;
-        }
-        g.revs.push(rev);
-        g.version += 1;
-        (g.created, g.version)
+        history.change(|generations| {
+            let g = generations.last_mut().expect("a history has a generation");
+            debug_assert!(
+                g.revs.last().is_none_or(|last| *last < rev),
+                "revisions of a key only grow"
+            );
+            if g.revs.is_empty() {
+                g.created = rev.main;
+            }
+            g.revs.push(rev);
+            g.version += 1;
+            (g.created, g.version)
+        })
     }
 
     /// Records a delete of a live key at `rev`. Returns false when the key is not live.
@@ -172,44 +246,43 @@ impl KeyIndex {
         if !history.is_live() {
             return false;
         }
-        let g = history
-            .generations
-            .last_mut()
-            .expect("a live key has a generation");
-        g.revs.push(rev);
-        g.version += 1;
-        history.generations.push(Generation::default());
+        history.change(|generations| {
+            let g = generations.last_mut().expect("a live key has a generation");
+            g.revs.push(rev);
+            g.version += 1;
+            generations.push(Generation::default());
+        });
         true
     }
 
     /// Rebuilds a key's entry from a stored value whose earlier history may have been compacted.
     pub fn restore(&mut self, key: &[u8], modified: Revision, created: i64, version: i64) {
-        match self.keys.get_mut(key) {
-            Some(history) => {
-                let g = history
-                    .generations
-                    .last_mut()
-                    .expect("a history has a generation");
-                if g.revs.is_empty() {
-                    g.created = created;
-                    g.version = version - 1;
-                }
-                g.revs.push(modified);
-                g.version += 1;
+        let Some(history) = self.keys.get_mut(key) else {
+            let history = match NonZeroI64::new(version) {
+                Some(version) => KeyHistory::Single {
+                    created,
+                    version,
+                    modified,
+                },
+                // A stored value always has a version; keep even a malformed one as it is.
+                None => KeyHistory::Generations(Box::new(vec![Generation {
+                    created,
+                    version,
+                    revs: vec![modified],
+                }])),
+            };
+            self.keys.insert(key.into(), history);
+            return;
+        };
+        history.change(|generations| {
+            let g = generations.last_mut().expect("a history has a generation");
+            if g.revs.is_empty() {
+                g.created = created;
+                g.version = version - 1;
             }
-            None => {
-                self.keys.insert(
-                    key.into(),
-                    KeyHistory {
-                        generations: vec![Generation {
-                            created,
-                            version,
-                            revs: vec![modified],
-                        }],
-                    },
-                );
-            }
-        }
+            g.revs.push(modified);
+            g.version += 1;
+        });
     }
 
     pub fn get(&self, key: &[u8], at: i64) -> Option<KeyRevision> {
@@ -256,7 +329,16 @@ impl KeyIndex {
     pub fn compact(&mut self, at: i64) -> HashSet<Revision> {
         let mut keep = HashSet::new();
         self.keys.retain(|_, history| {
-            history.compact(at, &mut keep);
+            match history {
+                // Nothing older to drop; the one value stays visible.
+                KeyHistory::Single { modified, .. } if modified.main <= at => {
+                    keep.insert(*modified);
+                }
+                KeyHistory::Single { .. } => {}
+                KeyHistory::Generations(_) => {
+                    history.change(|g| compact_generations(g, at, &mut keep))
+                }
+            }
             !history.is_empty()
         });
         keep
@@ -269,6 +351,11 @@ mod tests {
 
     fn rev(main: i64) -> Revision {
         Revision::new(main, 0)
+    }
+
+    #[test]
+    fn a_key_with_one_value_costs_32_bytes_of_history() {
+        assert_eq!(std::mem::size_of::<KeyHistory>(), 32);
     }
 
     #[test]
@@ -334,6 +421,28 @@ mod tests {
             Some((rev(3), 2))
         );
         assert_eq!(index.get(b"a", 6).map(|k| k.version), Some(3));
+    }
+
+    #[test]
+    fn compaction_brings_a_rewritten_key_back_to_the_inline_form() {
+        let mut index = KeyIndex::new();
+        index.put(b"a", rev(2));
+        assert!(matches!(index.keys[&b"a"[..]], KeyHistory::Single { .. }));
+        index.put(b"a", rev(3));
+        assert!(matches!(index.keys[&b"a"[..]], KeyHistory::Generations(_)));
+        index.compact(3);
+        assert!(matches!(index.keys[&b"a"[..]], KeyHistory::Single { .. }));
+        assert_eq!(
+            index
+                .get(b"a", 3)
+                .map(|k| (k.modified, k.created, k.version)),
+            Some((rev(3), 2, 2))
+        );
+        assert_eq!(
+            index.put(b"a", rev(4)),
+            (2, 3),
+            "versions go on counting after compaction"
+        );
     }
 
     #[test]
