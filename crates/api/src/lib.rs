@@ -1,10 +1,11 @@
 //! The API layer: etcd's v3 gRPC services (tonic) over the server core, with request-size
 //! limits and the mapping of server errors to etcd's status codes and messages.
 //!
-//! Services not built yet (Cluster, Auth, Lock, Election) are not registered,
+//! Services not built yet (Auth, Lock, Election) are not registered,
 //! so clients get gRPC `Unimplemented` for them. This crate must never reach below the server
 //! core: no cairn-mvcc, cairn-raft or cairn-wal.
 
+mod cluster;
 mod kv;
 mod lease;
 mod maintenance;
@@ -13,6 +14,7 @@ mod watch;
 
 use std::sync::Arc;
 
+use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
@@ -22,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
+pub use cluster::LocalMember;
 pub use status::to_status;
 
 /// Room for gRPC framing and the request's other fields above `--max-request-bytes`, as etcd
@@ -32,6 +35,7 @@ const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 pub struct ApiConfig {
     pub max_request_bytes: usize,
     pub quota_backend_bytes: i64,
+    pub local_member: LocalMember,
 }
 
 /// Serves the client API on every listener until `shutdown` resolves.
@@ -63,11 +67,16 @@ pub async fn serve_clients(
         })
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(usize::MAX);
+        let cluster = ClusterServer::new(cluster::ClusterService {
+            server: server.clone(),
+            local: config.local_member.clone(),
+        });
         let mut stop = shutdown.clone();
         let router = tonic::transport::Server::builder()
             .add_service(kv)
             .add_service(lease)
             .add_service(watch)
+            .add_service(cluster)
             .add_service(maintenance);
         // The builder's `tcp_nodelay` covers only listeners tonic binds itself. Without it, a
         // response written in two pieces waits for the client's delayed ACK (~40 ms).

@@ -7,7 +7,7 @@ mod flags;
 
 use std::process::ExitCode;
 
-use cairn_api::{ApiConfig, serve_clients};
+use cairn_api::{ApiConfig, LocalMember, serve_clients};
 use cairn_server::{Server, ServerConfig};
 use tokio::net::TcpListener;
 
@@ -50,6 +50,14 @@ async fn bind(url: &str) -> Result<TcpListener, String> {
         .map_err(|e| format!("cannot listen on {url}: {e}"))
 }
 
+fn split_urls(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 async fn shutdown_signal(stop: tokio::sync::watch::Sender<bool>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
@@ -71,13 +79,8 @@ async fn run(flags: Flags) -> Result<(), String> {
     flags.validate().map_err(|e| e.to_string())?;
     let initial_cluster = flags.initial_cluster().map_err(|e| e.to_string())?;
     let mut listeners = Vec::new();
-    for url in flags
-        .listen_client_urls
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-    {
-        listeners.push(bind(url).await?);
+    for url in split_urls(&flags.listen_client_urls) {
+        listeners.push(bind(&url).await?);
         tracing::info!(url, "serving client requests");
     }
     let server = Server::start(ServerConfig {
@@ -102,6 +105,11 @@ async fn run(flags: Flags) -> Result<(), String> {
     let api = ApiConfig {
         max_request_bytes: flags.max_request_bytes,
         quota_backend_bytes: flags.quota_backend_bytes(),
+        local_member: LocalMember {
+            name: flags.name.clone(),
+            peer_urls: split_urls(&flags.initial_advertise_peer_urls),
+            client_urls: split_urls(&flags.advertise_client_urls),
+        },
     };
     let mut stopped = stop_rx.clone();
     tokio::select! {
