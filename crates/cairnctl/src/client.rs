@@ -141,7 +141,7 @@ impl Client {
 
     /// The channel, connecting to the endpoints in order (and again, until the caller's
     /// deadline, while none accepts).
-    async fn channel(&mut self) -> Channel {
+    pub async fn channel(&mut self) -> Channel {
         if let Some(ch) = &self.channel {
             return ch.clone();
         }

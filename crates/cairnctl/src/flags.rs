@@ -107,6 +107,22 @@ pub static TXN: &[Def] = &[Def {
 
 pub static COMPACTION: &[Def] = &[def("physical", Kind::Bool, "false")];
 
+pub static WATCH: &[Def] = &[
+    Def {
+        name: "interactive",
+        short: Some('i'),
+        kind: Kind::Bool,
+        default: "false",
+    },
+    def("prefix", Kind::Bool, "false"),
+    def("prev-kv", Kind::Bool, "false"),
+    def("rev", Kind::Int, "0"),
+];
+
+pub static LEASE_TIMETOLIVE: &[Def] = &[def("keys", Kind::Bool, "false")];
+
+pub static LEASE_KEEP_ALIVE: &[Def] = &[def("once", Kind::Bool, "false")];
+
 /// The `endpoint` command's persistent flags.
 pub static ENDPOINT: &[Def] = &[def("cluster", Kind::Bool, "false")];
 
@@ -122,6 +138,13 @@ pub enum Cmd {
     Endpoint,
     EndpointHealth,
     EndpointStatus,
+    Watch,
+    Lease,
+    LeaseGrant,
+    LeaseRevoke,
+    LeaseTimeToLive,
+    LeaseList,
+    LeaseKeepAlive,
     Version,
     /// cobra's `help [command]`.
     Help,
@@ -139,6 +162,12 @@ impl Cmd {
             Cmd::Compaction => (vec![COMPACTION], vec![GLOBAL]),
             Cmd::Endpoint => (vec![ENDPOINT], vec![GLOBAL]),
             Cmd::EndpointHealth | Cmd::EndpointStatus => (vec![], vec![ENDPOINT, GLOBAL]),
+            Cmd::Watch => (vec![WATCH], vec![GLOBAL]),
+            Cmd::LeaseTimeToLive => (vec![LEASE_TIMETOLIVE], vec![GLOBAL]),
+            Cmd::LeaseKeepAlive => (vec![LEASE_KEEP_ALIVE], vec![GLOBAL]),
+            Cmd::Lease | Cmd::LeaseGrant | Cmd::LeaseRevoke | Cmd::LeaseList => {
+                (vec![], vec![GLOBAL])
+            }
             Cmd::Version | Cmd::Help => (vec![], vec![GLOBAL]),
         }
     }
@@ -155,6 +184,13 @@ impl Cmd {
             Cmd::Endpoint => include_str!("usage/endpoint.txt"),
             Cmd::EndpointHealth => include_str!("usage/endpoint_health.txt"),
             Cmd::EndpointStatus => include_str!("usage/endpoint_status.txt"),
+            Cmd::Watch => include_str!("usage/watch.txt"),
+            Cmd::Lease => include_str!("usage/lease.txt"),
+            Cmd::LeaseGrant => include_str!("usage/lease_grant.txt"),
+            Cmd::LeaseRevoke => include_str!("usage/lease_revoke.txt"),
+            Cmd::LeaseTimeToLive => include_str!("usage/lease_timetolive.txt"),
+            Cmd::LeaseList => include_str!("usage/lease_list.txt"),
+            Cmd::LeaseKeepAlive => include_str!("usage/lease_keep_alive.txt"),
             Cmd::Version => include_str!("usage/version.txt"),
         }
     }
@@ -192,6 +228,9 @@ const ROOT_COMMANDS: &[&str] = &[
 /// `endpoint`'s subcommands.
 const ENDPOINT_COMMANDS: &[&str] = &["health", "status", "hashkv"];
 
+/// `lease`'s subcommands, in the order etcdctl adds them.
+const LEASE_COMMANDS: &[&str] = &["grant", "revoke", "timetolive", "list", "keep-alive"];
+
 /// cobra's `findNext` with etcdctl's prefix matching: the command named `word`, or the
 /// only one whose name starts with it.
 fn find_next(word: &str, commands: &[&'static str]) -> Option<&'static str> {
@@ -221,6 +260,15 @@ fn find(words: &[String]) -> Result<(Cmd, usize), Option<String>> {
         "compaction" => (Cmd::Compaction, 1),
         "version" => (Cmd::Version, 1),
         "help" => (Cmd::Help, 1),
+        "watch" => (Cmd::Watch, 1),
+        "lease" => match words.get(1).and_then(|w| find_next(w, LEASE_COMMANDS)) {
+            Some("grant") => (Cmd::LeaseGrant, 2),
+            Some("revoke") => (Cmd::LeaseRevoke, 2),
+            Some("timetolive") => (Cmd::LeaseTimeToLive, 2),
+            Some("list") => (Cmd::LeaseList, 2),
+            Some("keep-alive") => (Cmd::LeaseKeepAlive, 2),
+            _ => (Cmd::Lease, 1),
+        },
         "endpoint" => match words.get(1).and_then(|w| find_next(w, ENDPOINT_COMMANDS)) {
             Some("health") => (Cmd::EndpointHealth, 2),
             Some("status") => (Cmd::EndpointStatus, 2),
@@ -597,6 +645,14 @@ pub fn parse_txn_op(words: &[String]) -> Result<(Cmd, Flags, Vec<String>), Optio
     let mut flags = Flags::new(&[defs], &[]);
     let args = parse_flags(&mut flags, &words[1..]).map_err(|_| Some(usage))?;
     Ok((cmd, flags, args))
+}
+
+/// Parses the words of an interactive `watch` line (after `watch`) with a fresh flag set
+/// of the `watch` command's own flags, as etcdctl's `NewWatchCommand().Flags()`.
+pub fn parse_watch_line(words: &[String]) -> Result<(Flags, Vec<String>), String> {
+    let mut flags = Flags::new(&[WATCH], &[]);
+    let args = parse_flags(&mut flags, words)?;
+    Ok((flags, args))
 }
 
 /// The command a `help` topic names, if cairnctl knows it.

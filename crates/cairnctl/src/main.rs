@@ -19,6 +19,8 @@ pub mod exit {
     pub const ERROR: i32 = 1;
     pub const INVALID_INPUT: i32 = 3;
     pub const BAD_FEATURE: i32 = 4;
+    pub const BAD_CONNECTION: i32 = 2;
+    pub const INTERRUPTED: i32 = 5;
     pub const BAD_ARGS: i32 = 128;
     /// A Go panic.
     pub const PANIC: i32 = 2;
@@ -97,7 +99,7 @@ fn run(args: Vec<String>, env: Vec<(String, String)>) -> i32 {
     if parsed.cmd == Cmd::Help && !parsed.flags.bool("help") {
         return help(&parsed.args);
     }
-    if parsed.flags.bool("help") || matches!(parsed.cmd, Cmd::Root | Cmd::Endpoint) {
+    if parsed.flags.bool("help") || matches!(parsed.cmd, Cmd::Root | Cmd::Endpoint | Cmd::Lease) {
         commands::stdout(parsed.cmd.usage().as_bytes());
         return exit::SUCCESS;
     }
@@ -109,6 +111,7 @@ fn run(args: Vec<String>, env: Vec<(String, String)>) -> i32 {
     let mut ctx = commands::Ctx {
         flags: parsed.flags,
         args: parsed.args,
+        raw_args: args,
         env,
         env_applied: false,
     };
@@ -128,7 +131,13 @@ fn run(args: Vec<String>, env: Vec<(String, String)>) -> i32 {
             Cmd::Txn => commands::txn::txn(&mut ctx).await,
             Cmd::EndpointHealth => commands::endpoint::health(&mut ctx).await,
             Cmd::EndpointStatus => commands::endpoint::status(&mut ctx).await,
-            Cmd::Root | Cmd::Endpoint | Cmd::Version | Cmd::Help => Ok(()),
+            Cmd::Watch => commands::watch::watch(&mut ctx).await,
+            Cmd::LeaseGrant => commands::lease::grant(&mut ctx).await,
+            Cmd::LeaseRevoke => commands::lease::revoke(&mut ctx).await,
+            Cmd::LeaseTimeToLive => commands::lease::timetolive(&mut ctx).await,
+            Cmd::LeaseList => commands::lease::list(&mut ctx).await,
+            Cmd::LeaseKeepAlive => commands::lease::keep_alive(&mut ctx).await,
+            Cmd::Root | Cmd::Endpoint | Cmd::Lease | Cmd::Version | Cmd::Help => Ok(()),
         }
     });
     // Do not wait for connections still being set up in the background.

@@ -4,7 +4,9 @@
 
 pub mod endpoint;
 pub mod kv;
+pub mod lease;
 pub mod txn;
+pub mod watch;
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -18,6 +20,8 @@ use crate::{Fail, exit};
 pub struct Ctx {
     pub flags: Flags,
     pub args: Vec<String>,
+    /// The whole command line (etcdctl's `watch` looks at `os.Args` for `--`).
+    pub raw_args: Vec<String>,
     pub env: Vec<(String, String)>,
     /// etcdctl 3.4.23 reads the environment once per command (its warnings appear once
     /// even where the command builds two clients).

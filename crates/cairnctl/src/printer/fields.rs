@@ -2,7 +2,9 @@
 
 use cairn_proto::etcdserverpb::response_op::Response;
 use cairn_proto::etcdserverpb::{
-    DeleteRangeResponse, PutResponse, RangeResponse, ResponseHeader, TxnResponse,
+    DeleteRangeResponse, LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse,
+    LeaseRevokeResponse, LeaseTimeToLiveResponse, PutResponse, RangeResponse, ResponseHeader,
+    TxnResponse, WatchResponse,
 };
 use cairn_proto::mvccpb::KeyValue;
 
@@ -84,6 +86,66 @@ pub fn txn(r: &TxnResponse) -> Vec<u8> {
             Some(Response::ResponseRange(g)) => get_into(&mut out, g),
             _ => out.extend_from_slice(b"\"Unknown\" : \"\"\n"),
         }
+    }
+    out
+}
+
+pub fn watch(r: &WatchResponse) -> Vec<u8> {
+    let mut out = Vec::new();
+    hdr(&mut out, &r.header);
+    for e in &r.events {
+        out.extend_from_slice(
+            format!("\"Type\" : {}\n", super::simple::event_type(e.r#type)).as_bytes(),
+        );
+        if let Some(prev) = &e.prev_kv {
+            kv(&mut out, "Prev", prev);
+        }
+        kv(&mut out, "", &e.kv.clone().unwrap_or_default());
+    }
+    out
+}
+
+pub fn grant(r: &LeaseGrantResponse) -> Vec<u8> {
+    let mut out = Vec::new();
+    hdr(&mut out, &r.header);
+    out.extend_from_slice(format!("\"ID\" : {}\n\"TTL\" : {}\n", r.id, r.ttl).as_bytes());
+    out
+}
+
+pub fn revoke(r: &LeaseRevokeResponse) -> Vec<u8> {
+    let mut out = Vec::new();
+    hdr(&mut out, &r.header);
+    out
+}
+
+pub fn keep_alive(r: &LeaseKeepAliveResponse) -> Vec<u8> {
+    let mut out = Vec::new();
+    hdr(&mut out, &r.header);
+    out.extend_from_slice(format!("\"ID\" : {}\n\"TTL\" : {}\n", r.id, r.ttl).as_bytes());
+    out
+}
+
+pub fn time_to_live(r: &LeaseTimeToLiveResponse) -> Vec<u8> {
+    let mut out = Vec::new();
+    hdr(&mut out, &r.header);
+    out.extend_from_slice(
+        format!(
+            "\"ID\" : {}\n\"TTL\" : {}\n\"GrantedTTL\" : {}\n",
+            r.id, r.ttl, r.granted_ttl
+        )
+        .as_bytes(),
+    );
+    for k in &r.keys {
+        out.extend_from_slice(format!("\"Key\" : {}\n", gofmt::quote(k)).as_bytes());
+    }
+    out
+}
+
+pub fn leases(r: &LeaseLeasesResponse) -> Vec<u8> {
+    let mut out = Vec::new();
+    hdr(&mut out, &r.header);
+    for l in &r.leases {
+        out.extend_from_slice(format!("\"ID\" : {}\n", l.id).as_bytes());
     }
     out
 }

@@ -6,9 +6,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use cairn_proto::etcdserverpb::response_op::Response;
 use cairn_proto::etcdserverpb::{
-    DeleteRangeResponse, PutResponse, RangeResponse, ResponseHeader, StatusResponse, TxnResponse,
+    DeleteRangeResponse, LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse,
+    LeaseRevokeResponse, LeaseTimeToLiveResponse, PutResponse, RangeResponse, ResponseHeader,
+    StatusResponse, TxnResponse, WatchResponse,
 };
-use cairn_proto::mvccpb::KeyValue;
+use cairn_proto::mvccpb::{Event, KeyValue};
 
 use super::{EpHealth, EpStatus};
 use crate::gofmt;
@@ -152,6 +154,92 @@ pub fn txn(r: &TxnResponse) -> String {
         .opt("header", header(&r.header))
         .boolean("succeeded", r.succeeded)
         .list("responses", responses)
+        .done()
+}
+
+/// The fields of a header embedded (as `*pb.ResponseHeader`) in one of clientv3's lease
+/// response structs: flattened into the outer object.
+fn flat_header(h: &Option<ResponseHeader>) -> Obj {
+    let h = match h {
+        Some(h) => h,
+        None => return Obj::new(),
+    };
+    Obj::new()
+        .int("cluster_id", h.cluster_id.into())
+        .int("member_id", h.member_id.into())
+        .int("revision", h.revision.into())
+        .int("raft_term", h.raft_term.into())
+}
+
+fn event(e: &Event) -> String {
+    Obj::new()
+        .int("type", e.r#type.into())
+        .opt("kv", e.kv.as_ref().map(kv))
+        .opt("prev_kv", e.prev_kv.as_ref().map(kv))
+        .done()
+}
+
+/// clientv3's `WatchResponse`: its exported fields, none `omitempty`.
+pub fn watch(r: &WatchResponse) -> String {
+    let events: Vec<String> = r.events.iter().map(event).collect();
+    Obj::new()
+        .raw(
+            "Header",
+            header(&Some(r.header.unwrap_or_default())).unwrap_or_default(),
+        )
+        .raw("Events", format!("[{}]", events.join(",")))
+        .raw("CompactRevision", r.compact_revision.to_string())
+        .raw("Canceled", r.canceled.to_string())
+        .raw("Created", r.created.to_string())
+        .done()
+}
+
+pub fn grant(r: &LeaseGrantResponse) -> String {
+    flat_header(&r.header)
+        .raw("ID", r.id.to_string())
+        .raw("TTL", r.ttl.to_string())
+        .raw("Error", gofmt::json_string(&r.error))
+        .done()
+}
+
+pub fn revoke(r: &LeaseRevokeResponse) -> String {
+    Obj::new().opt("header", header(&r.header)).done()
+}
+
+pub fn keep_alive(r: &LeaseKeepAliveResponse) -> String {
+    flat_header(&r.header)
+        .raw("ID", r.id.to_string())
+        .raw("TTL", r.ttl.to_string())
+        .done()
+}
+
+pub fn time_to_live(r: &LeaseTimeToLiveResponse) -> String {
+    let keys = if r.keys.is_empty() {
+        "null".to_string()
+    } else {
+        let ks: Vec<String> = r
+            .keys
+            .iter()
+            .map(|k| format!("\"{}\"", STANDARD.encode(k)))
+            .collect();
+        format!("[{}]", ks.join(","))
+    };
+    flat_header(&r.header)
+        .raw("id", r.id.to_string())
+        .raw("ttl", r.ttl.to_string())
+        .raw("granted-ttl", r.granted_ttl.to_string())
+        .raw("keys", keys)
+        .done()
+}
+
+pub fn leases(r: &LeaseLeasesResponse) -> String {
+    let ls: Vec<String> = r
+        .leases
+        .iter()
+        .map(|l| format!("{{\"id\":{}}}", l.id))
+        .collect();
+    flat_header(&r.header)
+        .raw("leases", format!("[{}]", ls.join(",")))
         .done()
 }
 

@@ -6,10 +6,14 @@ mod json;
 mod simple;
 mod table;
 
+pub use simple::event_type;
+
 use std::time::Duration;
 
 use cairn_proto::etcdserverpb::{
-    DeleteRangeResponse, PutResponse, RangeResponse, StatusResponse, TxnResponse,
+    DeleteRangeResponse, LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse,
+    LeaseRevokeResponse, LeaseTimeToLiveResponse, PutResponse, RangeResponse, ResponseHeader,
+    StatusResponse, TxnResponse, WatchResponse,
 };
 use prost::Message;
 
@@ -100,7 +104,116 @@ fn protobuf(m: &impl Message) -> Vec<u8> {
     m.encode_to_vec()
 }
 
+/// etcdctl's protobuf printer given one of clientv3's lease structs: it marshals the
+/// `*pb.ResponseHeader` they embed, so only the header comes out.
+fn header_pb(h: &Option<ResponseHeader>) -> Vec<u8> {
+    h.map(|h| h.encode_to_vec()).unwrap_or_default()
+}
+
+/// gogo-protobuf's compact text of a header (`cluster_id:1 revision:4 `).
+fn header_text(h: &Option<ResponseHeader>) -> String {
+    let Some(h) = h else {
+        return "<nil>".to_string();
+    };
+    let mut out = String::new();
+    for (name, v) in [
+        ("cluster_id", u128::from(h.cluster_id)),
+        ("member_id", u128::from(h.member_id)),
+    ] {
+        if v != 0 {
+            out.push_str(&format!("{name}:{v} "));
+        }
+    }
+    for (name, v) in [("revision", h.revision), ("raft_term", h.raft_term as i64)] {
+        if v != 0 {
+            out.push_str(&format!("{name}:{v} "));
+        }
+    }
+    out
+}
+
 impl Printer {
+    /// One watch response. Like etcdctl, an unsupported format fails only here, at the
+    /// first response.
+    pub fn watch(&self, r: &WatchResponse) -> Result<Vec<u8>, Fail> {
+        Ok(match self.format {
+            Format::Simple => simple::watch(self, r),
+            Format::Json => json::line(json::watch(r)),
+            Format::Fields => fields::watch(r),
+            Format::Protobuf => {
+                // etcdctl rebuilds a `pb.WatchResponse` without the watch ID.
+                let wr = WatchResponse {
+                    header: Some(r.header.unwrap_or_default()),
+                    events: r.events.clone(),
+                    compact_revision: r.compact_revision,
+                    canceled: r.canceled,
+                    created: r.created,
+                    ..Default::default()
+                };
+                protobuf(&wr)
+            }
+            Format::Table => return Err(self.format.unsupported()),
+        })
+    }
+
+    pub fn grant(&self, r: &LeaseGrantResponse) -> Result<Vec<u8>, Fail> {
+        Ok(match self.format {
+            Format::Simple => simple::grant(r),
+            Format::Json => json::line(json::grant(r)),
+            Format::Fields => fields::grant(r),
+            Format::Protobuf => header_pb(&r.header),
+            Format::Table => return Err(self.format.unsupported()),
+        })
+    }
+
+    pub fn revoke(&self, id: i64, r: &LeaseRevokeResponse) -> Result<Vec<u8>, Fail> {
+        Ok(match self.format {
+            Format::Simple => simple::revoke(id),
+            Format::Json => json::line(json::revoke(r)),
+            Format::Fields => fields::revoke(r),
+            Format::Protobuf => {
+                return Err(Fail::new(
+                    exit::BAD_FEATURE,
+                    format!(
+                        "marshal unsupported for type clientv3.LeaseRevokeResponse ({{{}}})",
+                        header_text(&r.header)
+                    ),
+                ));
+            }
+            Format::Table => return Err(self.format.unsupported()),
+        })
+    }
+
+    pub fn keep_alive(&self, r: &LeaseKeepAliveResponse) -> Result<Vec<u8>, Fail> {
+        Ok(match self.format {
+            Format::Simple => simple::keep_alive(r),
+            Format::Json => json::line(json::keep_alive(r)),
+            Format::Fields => fields::keep_alive(r),
+            Format::Protobuf => header_pb(&r.header),
+            Format::Table => return Err(self.format.unsupported()),
+        })
+    }
+
+    pub fn time_to_live(&self, r: &LeaseTimeToLiveResponse, keys: bool) -> Result<Vec<u8>, Fail> {
+        Ok(match self.format {
+            Format::Simple => simple::time_to_live(r, keys),
+            Format::Json => json::line(json::time_to_live(r)),
+            Format::Fields => fields::time_to_live(r),
+            Format::Protobuf => header_pb(&r.header),
+            Format::Table => return Err(self.format.unsupported()),
+        })
+    }
+
+    pub fn leases(&self, r: &LeaseLeasesResponse) -> Result<Vec<u8>, Fail> {
+        Ok(match self.format {
+            Format::Simple => simple::leases(r),
+            Format::Json => json::line(json::leases(r)),
+            Format::Fields => fields::leases(r),
+            Format::Protobuf => header_pb(&r.header),
+            Format::Table => return Err(self.format.unsupported()),
+        })
+    }
+
     pub fn get(&self, r: &RangeResponse) -> Result<Vec<u8>, Fail> {
         Ok(match self.format {
             Format::Simple => simple::get(self, r),

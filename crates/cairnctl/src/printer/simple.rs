@@ -1,7 +1,10 @@
 //! `-w simple`: etcdctl's default, human-oriented output.
 
 use cairn_proto::etcdserverpb::response_op::Response;
-use cairn_proto::etcdserverpb::{DeleteRangeResponse, PutResponse, RangeResponse, TxnResponse};
+use cairn_proto::etcdserverpb::{
+    DeleteRangeResponse, LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse,
+    LeaseTimeToLiveResponse, PutResponse, RangeResponse, TxnResponse, WatchResponse,
+};
 use cairn_proto::mvccpb::KeyValue;
 
 use super::{EpHealth, EpStatus, Printer, endpoint_status_rows};
@@ -78,6 +81,71 @@ pub fn txn(p: &Printer, r: &TxnResponse) -> Vec<u8> {
         }
     }
     out
+}
+
+/// `Event_EventType`'s name.
+pub fn event_type(t: i32) -> String {
+    match t {
+        0 => "PUT".into(),
+        1 => "DELETE".into(),
+        n => n.to_string(),
+    }
+}
+
+pub fn watch(p: &Printer, r: &WatchResponse) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in &r.events {
+        out.extend_from_slice(event_type(e.r#type).as_bytes());
+        out.push(b'\n');
+        if let Some(prev) = &e.prev_kv {
+            kv(&mut out, p, prev);
+        }
+        kv(&mut out, p, &e.kv.clone().unwrap_or_default());
+    }
+    out
+}
+
+pub fn grant(r: &LeaseGrantResponse) -> Vec<u8> {
+    format!("lease {:016x} granted with TTL({}s)\n", r.id, r.ttl).into_bytes()
+}
+
+pub fn revoke(id: i64) -> Vec<u8> {
+    format!("lease {id:016x} revoked\n").into_bytes()
+}
+
+pub fn keep_alive(r: &LeaseKeepAliveResponse) -> Vec<u8> {
+    format!("lease {:016x} keepalived with TTL({})\n", r.id, r.ttl).into_bytes()
+}
+
+pub fn time_to_live(r: &LeaseTimeToLiveResponse, keys: bool) -> Vec<u8> {
+    if r.granted_ttl == 0 && r.ttl == -1 {
+        return format!("lease {:016x} already expired\n", r.id).into_bytes();
+    }
+    let mut out = format!(
+        "lease {:016x} granted with TTL({}s), remaining({}s)",
+        r.id, r.granted_ttl, r.ttl
+    )
+    .into_bytes();
+    if keys {
+        out.extend_from_slice(b", attached keys([");
+        for (i, k) in r.keys.iter().enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            out.extend_from_slice(k);
+        }
+        out.extend_from_slice(b"])");
+    }
+    out.push(b'\n');
+    out
+}
+
+pub fn leases(r: &LeaseLeasesResponse) -> Vec<u8> {
+    let mut out = format!("found {} leases\n", r.leases.len());
+    for l in &r.leases {
+        out.push_str(&format!("{:016x}\n", l.id));
+    }
+    out.into_bytes()
 }
 
 /// Health goes to stderr in etcdctl 3.4's simple format.
