@@ -57,6 +57,64 @@ pub enum Command {
     Range(RangeArgs),
     /// Transactions that each put `--txn-ops` keys, cycling through the space.
     TxnPut(TxnPutArgs),
+    /// Event latency from a put to every one of `--watchers` watchers of its
+    /// key; also checks each watcher got each event exactly once, in order.
+    ///
+    /// `--total` is the number of puts. By default they are sent one at a
+    /// time, each only once every watcher has received the previous event;
+    /// with `--rate R` they are sent at R/s with at most `--clients` in
+    /// flight. Watch streams are spread over `--conns` connections; the
+    /// writer has one connection of its own. `--request-timeout` bounds
+    /// every wait: watcher creation, each put, each event's delivery.
+    WatchLatency(WatchArgs),
+    /// Keep-alives round-robin over `--leases` leases on `--streams`
+    /// LeaseKeepAlive streams, `--clients` in flight in all (spread over the
+    /// streams); `--total` keep-alives.
+    LeaseKeepalive(LeaseArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Watchers, all on the same key (or prefix).
+    #[arg(long, default_value_t = 1000)]
+    pub watchers: usize,
+
+    /// Watch streams the watchers are spread over (evenly).
+    #[arg(long, default_value_t = 100)]
+    pub streams: usize,
+
+    /// The watched key, which the writer puts.
+    #[arg(long, default_value = "cairn-bench-watch")]
+    pub key: String,
+
+    /// Watch every key starting with `--key`; the writer then puts a new key
+    /// `<key>/<n>` each time instead of `--key` itself.
+    #[arg(long)]
+    pub prefix: bool,
+
+    /// Value size in bytes (at least 16: the value identifies the put).
+    #[arg(long, default_value_t = 16)]
+    pub val_size: usize,
+
+    /// Puts per second (with at most `--clients` in flight); 0: one put at
+    /// a time, each once every watcher has received the previous event.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct LeaseArgs {
+    /// Leases granted before the run (`--clients` grants in flight).
+    #[arg(long, default_value_t = 100)]
+    pub leases: usize,
+
+    /// TTL of each lease, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub ttl: i64,
+
+    /// LeaseKeepAlive streams; `--clients` must be at least this.
+    #[arg(long, default_value_t = 1)]
+    pub streams: usize,
 }
 
 #[derive(Args, Debug)]
@@ -223,5 +281,30 @@ mod tests {
             panic!("not range")
         };
         assert_eq!((r.key.as_str(), r.consistency), ("foo", Consistency::S));
+
+        let cli = Cli::try_parse_from([
+            "cairn-bench",
+            "watch-latency",
+            "--watchers=10000",
+            "--streams",
+            "50",
+            "--prefix",
+            "--total=20",
+        ])
+        .unwrap();
+        assert_eq!(cli.total, 20);
+        let Command::WatchLatency(w) = cli.command else {
+            panic!("not watch-latency")
+        };
+        assert_eq!(
+            (w.watchers, w.streams, w.prefix, w.rate),
+            (10_000, 50, true, 0.0)
+        );
+
+        let cli = Cli::try_parse_from(["cairn-bench", "lease-keepalive", "--leases=7"]).unwrap();
+        let Command::LeaseKeepalive(l) = cli.command else {
+            panic!("not lease-keepalive")
+        };
+        assert_eq!((l.leases, l.ttl, l.streams), (7, 60, 1));
     }
 }

@@ -6,8 +6,10 @@
 
 mod cli;
 mod histogram;
+mod lease;
 mod report;
 mod runner;
+mod watch;
 mod workload;
 
 use std::process::ExitCode;
@@ -18,8 +20,8 @@ use cairn_proto::etcdserverpb::kv_client::KvClient;
 use clap::Parser;
 
 use crate::cli::{Cli, Command, Consistency};
-use crate::report::Report;
-use crate::runner::Connect;
+use crate::report::{Extra, Report};
+use crate::runner::{Connect, Outcome};
 use crate::workload::{Rng, Workload};
 
 fn main() -> ExitCode {
@@ -45,6 +47,17 @@ async fn bench(cli: Cli) -> Result<ExitCode, String> {
     if cli.clients == 0 || cli.conns == 0 {
         return Err("--clients and --conns must be at least 1".into());
     }
+    let connect = Connect {
+        endpoints: endpoints.clone(),
+        conns: cli.conns,
+        dial_timeout: cli.dial_timeout,
+        request_timeout: cli.request_timeout,
+    };
+    let out = Out {
+        endpoints: &endpoints,
+        conns: cli.conns,
+        json: cli.json,
+    };
     let mut rng = Rng::new(0x00C0_FFEE);
     // An untimed put before the run, so `range` has something to read.
     let mut write_first = None;
@@ -76,15 +89,52 @@ async fn bench(cli: Cli) -> Result<ExitCode, String> {
                 serializable: r.consistency == Consistency::S,
             }
         }
+        Command::WatchLatency(w) => {
+            let cfg = watch::Config {
+                watchers: w.watchers,
+                streams: w.streams,
+                key: w.key.into_bytes(),
+                prefix: w.prefix,
+                val_size: w.val_size,
+                total: cli.total,
+                rate: w.rate,
+                in_flight: cli.clients,
+                timeout: cli.request_timeout,
+            };
+            cfg.validate()?;
+            // One more connection, the writer's own.
+            let channels = runner::connect(&Connect {
+                conns: cli.conns + 1,
+                ..connect
+            })
+            .await?;
+            let m = watch::run(&channels, cfg).await;
+            let clients = if w.rate > 0.0 { cli.clients } else { 1 };
+            return Ok(out.finish("watch-latency", clients, "events", &m.outcome, &m.extra));
+        }
+        Command::LeaseKeepalive(l) => {
+            let cfg = lease::Config {
+                leases: l.leases,
+                ttl: l.ttl,
+                streams: l.streams,
+                clients: cli.clients,
+                total: cli.total,
+                timeout: cli.request_timeout,
+            };
+            cfg.validate()?;
+            let channels = runner::connect(&connect).await?;
+            let m = lease::run(&channels, cfg).await?;
+            return Ok(out.finish(
+                "lease-keepalive",
+                cli.clients,
+                "keep-alives",
+                &m.outcome,
+                &m.extra,
+            ));
+        }
     };
 
-    let channels = runner::connect(&Connect {
-        endpoints: endpoints.clone(),
-        conns: cli.conns,
-        dial_timeout: cli.dial_timeout,
-        request_timeout: cli.request_timeout,
-    })
-    .await?;
+    let channels = runner::connect(&connect).await?;
     if let Some(put) = write_first {
         KvClient::new(channels[0].clone())
             .put(put)
@@ -94,21 +144,44 @@ async fn bench(cli: Cli) -> Result<ExitCode, String> {
 
     let name = workload.name();
     let outcome = runner::run(&channels, cli.clients, cli.total, Arc::new(workload)).await;
-    let report = Report {
-        workload: name,
-        endpoints: &endpoints,
-        clients: cli.clients,
-        conns: cli.conns,
-        outcome: &outcome,
-    };
-    if cli.json {
-        println!("{}", report.json());
-    } else {
-        print!("{}", report.text());
+    Ok(out.finish(name, cli.clients, "requests", &outcome, &[]))
+}
+
+/// The run-wide settings a report shows.
+struct Out<'a> {
+    endpoints: &'a [String],
+    conns: usize,
+    json: bool,
+}
+
+impl Out<'_> {
+    /// Prints the report; exit code 0 if nothing failed, 1 otherwise.
+    fn finish(
+        &self,
+        workload: &str,
+        clients: usize,
+        unit: &str,
+        outcome: &Outcome,
+        extra: &[Extra],
+    ) -> ExitCode {
+        let report = Report {
+            workload,
+            endpoints: self.endpoints,
+            clients,
+            conns: self.conns,
+            unit,
+            outcome,
+            extra,
+        };
+        if self.json {
+            println!("{}", report.json());
+        } else {
+            print!("{}", report.text());
+        }
+        if outcome.error_count() == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
     }
-    Ok(if outcome.error_count() == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }

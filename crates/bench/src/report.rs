@@ -10,7 +10,51 @@ pub struct Report<'a> {
     pub endpoints: &'a [String],
     pub clients: usize,
     pub conns: usize,
+    /// What the histogram counts: `requests`, or e.g. `events`.
+    pub unit: &'a str,
     pub outcome: &'a Outcome,
+    /// Workload-specific figures, printed after the latencies.
+    pub extra: &'a [Extra],
+}
+
+/// One workload-specific figure: a text label and a JSON field.
+pub struct Extra {
+    pub label: &'static str,
+    pub field: &'static str,
+    pub value: Value,
+}
+
+pub enum Value {
+    Count(u64),
+    /// A number printed with this many decimals.
+    Real(f64, usize),
+    Text(String),
+}
+
+impl Extra {
+    pub fn new(label: &'static str, field: &'static str, value: Value) -> Self {
+        Extra {
+            label,
+            field,
+            value,
+        }
+    }
+
+    fn text(&self) -> String {
+        match &self.value {
+            Value::Count(n) => n.to_string(),
+            Value::Real(x, decimals) => format!("{x:.decimals$}"),
+            Value::Text(t) => t.clone(),
+        }
+    }
+
+    fn json(&self) -> String {
+        match &self.value {
+            Value::Text(t) => quote(t),
+            Value::Real(x, _) if !x.is_finite() => "null".into(),
+            _ => self.text(),
+        }
+    }
 }
 
 /// The latency figures reported, as (label, JSON field, quantile); `None`
@@ -59,8 +103,9 @@ impl Report<'_> {
         );
         let _ = writeln!(
             s,
-            "  total         {} requests ({} failed)",
+            "  total         {} {} ({} failed)",
             self.total(),
+            self.unit,
             self.outcome.error_count()
         );
         let _ = writeln!(
@@ -68,10 +113,14 @@ impl Report<'_> {
             "  duration      {:.3} s",
             self.outcome.elapsed.as_secs_f64()
         );
-        let _ = writeln!(s, "  requests/sec  {:.1}", self.rps());
+        let per_sec = format!("{}/sec", self.unit);
+        let _ = writeln!(s, "  {per_sec:<13} {:.1}", self.rps());
         let _ = writeln!(s, "  latency (ms)");
         for (label, _, q) in LATENCIES {
             let _ = writeln!(s, "    {label:<8} {:>10.3}", ms(self.latency(q)));
+        }
+        for extra in self.extra {
+            let _ = writeln!(s, "  {:<22} {}", extra.label, extra.text());
         }
         if !self.outcome.errors.is_empty() {
             let _ = writeln!(s, "  errors");
@@ -93,6 +142,9 @@ impl Report<'_> {
         let _ = write!(s, ",\"duration_s\":{secs:.6},\"rps\":{:.3}", self.rps());
         for (_, field, q) in LATENCIES {
             let _ = write!(s, ",\"{field}\":{:.6}", ms(self.latency(q)));
+        }
+        for extra in self.extra {
+            let _ = write!(s, ",\"{}\":{}", extra.field, extra.json());
         }
         let first_error = self.outcome.errors.keys().next();
         if let Some(kind) = first_error {
@@ -135,5 +187,41 @@ mod tests {
         assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
         assert_eq!(quote("x\ny\u{1}"), r#""x\ny\u0001""#);
         assert_eq!(quote("héllo"), "\"héllo\"");
+    }
+
+    #[test]
+    fn extras_appear_in_text_and_json() {
+        let mut outcome = Outcome {
+            latencies: crate::histogram::Histogram::default(),
+            errors: Default::default(),
+            elapsed: Duration::from_secs(2),
+        };
+        outcome.latencies.record(Duration::from_millis(3));
+        outcome.errors.insert("missing events".into(), 4);
+        let extra = [
+            Extra::new("watchers", "watchers", Value::Count(10)),
+            Extra::new("puts/sec", "puts_per_s", Value::Real(1.5, 2)),
+            Extra::new("mode", "mode", Value::Text("lock\"step".into())),
+        ];
+        let endpoints = ["http://h:1".to_string()];
+        let report = Report {
+            workload: "watch-latency",
+            endpoints: &endpoints,
+            clients: 1,
+            conns: 2,
+            unit: "events",
+            outcome: &outcome,
+            extra: &extra,
+        };
+        let text = report.text();
+        assert!(text.contains("total         5 events (4 failed)"), "{text}");
+        assert!(text.contains("events/sec    0.5"), "{text}");
+        assert!(text.contains("puts/sec               1.50"), "{text}");
+        let json = report.json();
+        assert!(
+            json.contains(r#","watchers":10,"puts_per_s":1.50,"mode":"lock\"step""#),
+            "{json}"
+        );
+        assert!(json.contains(r#""errors":4,"#), "{json}");
     }
 }
