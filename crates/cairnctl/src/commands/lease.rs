@@ -11,7 +11,7 @@ use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 
 use super::{Ctx, stdout};
 use crate::client::error_text;
-use crate::printer::Format;
+use crate::printer::{Format, Printer};
 use crate::{Fail, exit, gofmt};
 
 fn bad_args(msg: &str) -> Fail {
@@ -151,10 +151,10 @@ pub async fn keep_alive(ctx: &mut Ctx) -> Result<(), Fail> {
     }
     let id = lease_from_arg(&ctx.args[0])?;
     let (mut client, printer) = ctx.must_client()?;
-    let ch = client.channel().await;
     let bad_connection = |msg: String| Fail::new(exit::BAD_CONNECTION, msg);
     if ctx.flags.bool("once") {
         // clientv3's KeepAliveOnce: one round trip; a TTL <= 0 means the lease is gone.
+        let ch = client.channel().await;
         let mut stream = KeepAliveStream::open(ch, id)
             .await
             .map_err(|s| bad_connection(error_text(&s)))?;
@@ -174,8 +174,13 @@ pub async fn keep_alive(ctx: &mut Ctx) -> Result<(), Fail> {
         return Ok(());
     }
     // clientv3's KeepAlive: renew every TTL/3 until the lease is gone (a response with
-    // TTL <= 0) or no response came within the lease's TTL.
-    let mut deadline = tokio::time::Instant::now() + ctx.dial_timeout().max(Duration::from_secs(1));
+    // TTL <= 0) or no response came in time: the lease's TTL, or at first the dial
+    // timeout and a second.
+    let mut deadline = tokio::time::Instant::now() + ctx.dial_timeout() + Duration::from_secs(1);
+    let ch = match tokio::time::timeout_at(deadline, client.channel()).await {
+        Ok(ch) => ch,
+        Err(_) => return expired(&printer, id),
+    };
     let opened = tokio::time::timeout_at(deadline, KeepAliveStream::open(ch.clone(), id)).await;
     let mut stream = opened.ok().and_then(Result::ok);
     let mut first = true;
@@ -209,6 +214,11 @@ pub async fn keep_alive(ctx: &mut Ctx) -> Result<(), Fail> {
             Err(_elapsed) => break,
         }
     }
+    expired(&printer, id)
+}
+
+/// The end of `lease keep-alive`: a last line in the simple format only.
+fn expired(printer: &Printer, id: i64) -> Result<(), Fail> {
     if printer.format == Format::Simple {
         stdout(format!("lease {id:016x} expired or revoked.\n").as_bytes());
     }

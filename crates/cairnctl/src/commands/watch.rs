@@ -542,6 +542,12 @@ fn stdin_lines() -> mpsc::Receiver<Option<String>> {
     rx
 }
 
+/// What the interactive loop asks of the watch stream.
+enum HubCmd {
+    Watch(WatchCreateRequest, Vec<String>),
+    Progress,
+}
+
 async fn interactive(
     ctx: &mut Ctx,
     env_key: &str,
@@ -549,8 +555,37 @@ async fn interactive(
     child_env: &[(String, String)],
 ) -> Result<(), Fail> {
     let (mut client, printer) = ctx.must_client()?;
-    let ch = client.channel().await;
-    let mut hub = Hub::new(ch, printer);
+    // The watches live in their own task, as clientv3's watcher goroutines: reading stdin
+    // goes on while they connect, and its end ends cairnctl whatever they are doing.
+    let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<HubCmd>();
+    let (fatal_tx, mut fatal_rx) = mpsc::channel::<Fail>(1);
+    let child_env = child_env.to_vec();
+    tokio::spawn(async move {
+        let ch = client.channel().await;
+        let mut hub = Hub::new(ch, printer);
+        loop {
+            tokio::select! {
+                cmd = cmd_rx.recv() => match cmd {
+                    Some(HubCmd::Watch(req, exec)) => hub.add(req, exec).await,
+                    Some(HubCmd::Progress) => {
+                        hub.send(WatchRequest {
+                            request_union: Some(RequestUnion::ProgressRequest(
+                                WatchProgressRequest {},
+                            )),
+                        })
+                        .await
+                    }
+                    None => return,
+                },
+                r = hub.next() => {
+                    if let Err(fail) = hub.handle(r, &child_env).await {
+                        let _ = fatal_tx.send(fail).await;
+                        return;
+                    }
+                }
+            }
+        }
+    });
     let mut lines = stdin_lines();
     loop {
         tokio::select! {
@@ -561,21 +596,17 @@ async fn interactive(
                         "Error reading watch request line: EOF",
                     ));
                 };
-                interactive_line(&mut hub, &line, env_key, env_range).await?;
+                if let Some(cmd) = interactive_line(&line, env_key, env_range)? {
+                    let _ = cmd_tx.send(cmd);
+                }
             }
-            r = hub.next() => {
-                hub.handle(r, child_env).await?;
-            }
+            Some(fail) = fatal_rx.recv() => return Err(fail),
         }
     }
 }
 
-async fn interactive_line(
-    hub: &mut Hub,
-    line: &str,
-    env_key: &str,
-    env_range: &str,
-) -> Result<(), Fail> {
+/// One line of `watch -i`: complaints go to stderr, errors end cairnctl.
+fn interactive_line(line: &str, env_key: &str, env_range: &str) -> Result<Option<HubCmd>, Fail> {
     let args = argify(line)?;
     let say = |msg: String| stderr(gofmt::go_bytes(&msg).as_slice());
     match args.first().map(String::as_str) {
@@ -587,23 +618,18 @@ async fn interactive_line(
                 say(format!(
                     "Invalid command {line} (command type or key is not provided)\n"
                 ));
-                return Ok(());
+                return Ok(None);
             }
             let (watch_args, exec, opts) = parse_interactive(&args, env_key, env_range)?;
             match create_request(&watch_args, opts) {
-                Ok(req) => hub.add(req, exec).await,
+                Ok(req) => return Ok(Some(HubCmd::Watch(req, exec))),
                 Err(e) => say(format!("Invalid command {line} ({e})\n")),
             }
         }
-        Some("progress") => {
-            hub.send(WatchRequest {
-                request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})),
-            })
-            .await
-        }
+        Some("progress") => return Ok(Some(HubCmd::Progress)),
         Some(_) => say(format!("Invalid command {line} (only support watch)\n")),
     }
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]
