@@ -91,6 +91,15 @@ pub fn quote_str(s: &str) -> String {
     quote(&go_bytes(s))
 }
 
+/// Go's `fmt.Sprintf("%016x", n)` of an int64 (a minus sign counts in the width).
+pub fn hex016(n: i64) -> String {
+    if n < 0 {
+        format!("-{:015x}", n.unsigned_abs())
+    } else {
+        format!("{n:016x}")
+    }
+}
+
 /// Go's `strconv.Quote` (and so `fmt`'s `%q`) of a byte string.
 pub fn quote(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() + 2);

@@ -391,6 +391,9 @@ fn lease_commands_match_etcdctl() {
         vec!["lease", "keep-alive", "zz"],
         vec!["lease", "keep-alive", "--once", "--help"],
         vec!["lease", "list", "--bogus"],
+        vec!["lease", "timetolive", "--", "-5"],
+        vec!["lease", "keep-alive", "--", "-5"],
+        vec!["lease", "revoke", "--", "-1"],
         vec!["le", "ti"],
         vec!["put", "k", "v", "--lease=zz"],
     ] {

@@ -220,7 +220,7 @@ pub async fn keep_alive(ctx: &mut Ctx) -> Result<(), Fail> {
 /// The end of `lease keep-alive`: a last line in the simple format only.
 fn expired(printer: &Printer, id: i64) -> Result<(), Fail> {
     if printer.format == Format::Simple {
-        stdout(format!("lease {id:016x} expired or revoked.\n").as_bytes());
+        stdout(format!("lease {} expired or revoked.\n", gofmt::hex016(id)).as_bytes());
     }
     Ok(())
 }

@@ -106,24 +106,36 @@ pub fn watch(p: &Printer, r: &WatchResponse) -> Vec<u8> {
 }
 
 pub fn grant(r: &LeaseGrantResponse) -> Vec<u8> {
-    format!("lease {:016x} granted with TTL({}s)\n", r.id, r.ttl).into_bytes()
+    format!(
+        "lease {} granted with TTL({}s)\n",
+        gofmt::hex016(r.id),
+        r.ttl
+    )
+    .into_bytes()
 }
 
 pub fn revoke(id: i64) -> Vec<u8> {
-    format!("lease {id:016x} revoked\n").into_bytes()
+    format!("lease {} revoked\n", gofmt::hex016(id)).into_bytes()
 }
 
 pub fn keep_alive(r: &LeaseKeepAliveResponse) -> Vec<u8> {
-    format!("lease {:016x} keepalived with TTL({})\n", r.id, r.ttl).into_bytes()
+    format!(
+        "lease {} keepalived with TTL({})\n",
+        gofmt::hex016(r.id),
+        r.ttl
+    )
+    .into_bytes()
 }
 
 pub fn time_to_live(r: &LeaseTimeToLiveResponse, keys: bool) -> Vec<u8> {
     if r.granted_ttl == 0 && r.ttl == -1 {
-        return format!("lease {:016x} already expired\n", r.id).into_bytes();
+        return format!("lease {} already expired\n", gofmt::hex016(r.id)).into_bytes();
     }
     let mut out = format!(
-        "lease {:016x} granted with TTL({}s), remaining({}s)",
-        r.id, r.granted_ttl, r.ttl
+        "lease {} granted with TTL({}s), remaining({}s)",
+        gofmt::hex016(r.id),
+        r.granted_ttl,
+        r.ttl
     )
     .into_bytes();
     if keys {
@@ -143,7 +155,7 @@ pub fn time_to_live(r: &LeaseTimeToLiveResponse, keys: bool) -> Vec<u8> {
 pub fn leases(r: &LeaseLeasesResponse) -> Vec<u8> {
     let mut out = format!("found {} leases\n", r.leases.len());
     for l in &r.leases {
-        out.push_str(&format!("{:016x}\n", l.id));
+        out.push_str(&format!("{}\n", gofmt::hex016(l.id)));
     }
     out.into_bytes()
 }
@@ -191,6 +203,36 @@ mod tests {
         hex: false,
         value_only: false,
     };
+
+    /// Verified against etcdctl 3.4.23 (`lease timetolive -- -5`, `lease list`).
+    #[test]
+    fn lease_ids() {
+        let r = LeaseTimeToLiveResponse {
+            id: -5,
+            ttl: -1,
+            ..Default::default()
+        };
+        assert_eq!(
+            time_to_live(&r, true),
+            b"lease -000000000000005 already expired\n"
+        );
+        let r = LeaseTimeToLiveResponse {
+            id: 0x1a15a1fc00fa5010,
+            ttl: 299,
+            granted_ttl: 300,
+            keys: vec![b"k1".to_vec(), b"k2".to_vec()],
+            ..Default::default()
+        };
+        assert_eq!(
+            String::from_utf8(time_to_live(&r, true)).unwrap(),
+            "lease 1a15a1fc00fa5010 granted with TTL(300s), remaining(299s), attached keys([k1 k2])\n"
+        );
+        let l = LeaseLeasesResponse {
+            header: td::header(4),
+            leases: vec![cairn_proto::etcdserverpb::LeaseStatus { id: 0x1234 }],
+        };
+        assert_eq!(leases(&l), b"found 1 leases\n0000000000001234\n");
+    }
 
     #[test]
     fn kvs() {
