@@ -169,12 +169,12 @@ impl Client {
     }
 
     fn warn(&self, code: &str, desc: &str) {
-        eprintln!(
-            "{{\"level\":\"warn\",\"ts\":\"{}\",\"caller\":\"clientv3/retry_interceptor.go:62\",\"msg\":\"retrying of unary invoker failed\",\"target\":{},\"attempt\":0,\"error\":{}}}",
+        crate::commands::stderr(format!(
+            "{{\"level\":\"warn\",\"ts\":\"{}\",\"caller\":\"clientv3/retry_interceptor.go:62\",\"msg\":\"retrying of unary invoker failed\",\"target\":{},\"attempt\":0,\"error\":{}}}\n",
             zap_now(),
             gofmt::zap_string(&self.target),
             gofmt::zap_string(&format!("rpc error: code = {code} desc = {desc}"))
-        );
+        ).as_bytes());
     }
 
     /// One unary call, bounded by `timeout` (none for `txn`, as in etcdctl). A failure is

@@ -165,6 +165,24 @@ fn help(topic: &[String]) -> i32 {
     exit::SUCCESS
 }
 
+/// Ends the process as a Go program ends when stdout or stderr is a closed pipe
+/// (`etcdctl watch k | head -1` after `head` exits): killed by SIGPIPE. Rust ignores
+/// SIGPIPE (so sockets and other pipes just fail with EPIPE, as in Go), hence this.
+pub fn die_of_sigpipe() -> ! {
+    unsafe extern "C" {
+        fn signal(signum: i32, handler: usize) -> usize;
+        fn raise(sig: i32) -> i32;
+    }
+    const SIGPIPE: i32 = 13;
+    const SIG_DFL: usize = 0;
+    // SAFETY: libc's `signal` and `raise` with a valid signal number and SIG_DFL.
+    unsafe {
+        signal(SIGPIPE, SIG_DFL);
+        raise(SIGPIPE);
+    }
+    std::process::exit(128 + SIGPIPE)
+}
+
 fn main() {
     use std::os::unix::ffi::OsStrExt;
     let args: Vec<String> = std::env::args_os()

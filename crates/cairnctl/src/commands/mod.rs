@@ -49,7 +49,7 @@ impl Ctx {
         match self.flags.apply_env(&self.env) {
             Ok(lines) => {
                 for l in lines {
-                    eprintln!("{l}");
+                    stderr(format!("{l}\n").as_bytes());
                 }
                 Ok(())
             }
@@ -107,16 +107,23 @@ impl Ctx {
     }
 }
 
-/// Writes to stdout as etcdctl does (raw bytes: keys and values need not be UTF-8).
+/// Writes to stdout as etcdctl does (raw bytes: keys and values need not be UTF-8); a
+/// closed pipe ends cairnctl as it ends a Go program.
 pub fn stdout(bytes: &[u8]) {
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(bytes);
-    let _ = out.flush();
+    if let Err(e) = out.write_all(bytes).and_then(|()| out.flush())
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        crate::die_of_sigpipe();
+    }
 }
 
-/// Writes to stderr.
+/// Writes to stderr, like [`stdout`].
 pub fn stderr(bytes: &[u8]) {
     let mut err = std::io::stderr().lock();
-    let _ = err.write_all(bytes);
-    let _ = err.flush();
+    if let Err(e) = err.write_all(bytes).and_then(|()| err.flush())
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        crate::die_of_sigpipe();
+    }
 }
