@@ -437,6 +437,13 @@ fn lease_commands_match_etcdctl() {
     report.same(ep, &["put", "k", "v", "--lease=1234"], &[], None, &plain);
     report.same(
         ep,
+        &["put", "lk/2", "b", &format!("--lease={hex}")],
+        &[],
+        None,
+        &plain,
+    );
+    report.same(
+        ep,
         &["get", "lk/", "--prefix", "-w", "json"],
         &[],
         None,
@@ -725,6 +732,56 @@ fn watch_matches_etcdctl() {
         "watch x",
     ] {
         report.same(ep, &["watch", "-i"], &[], Some(line), &plain);
+    }
+
+    // Like any Go program, etcdctl dies of SIGPIPE at its first write once nobody reads its
+    // output any more (`etcdctl watch k | head -1`).
+    let next = (revision(ep) + 1).to_string();
+    ok(&etcdctl(ep, &["put", "pipe/k", "1"]));
+    let mut children: Vec<Child> = TOOLS
+        .iter()
+        .map(|t| {
+            let mut cmd = t.command(ep, &["watch", "pipe/k", "--rev", &next], &[]);
+            cmd.stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .stdin(Stdio::null());
+            cmd.spawn().expect("spawn a watch")
+        })
+        .collect();
+    let mut first = Vec::new();
+    for child in &mut children {
+        // Reads the first event (`PUT\npipe/k\n1\n`), then closes the pipe.
+        let mut out = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 13];
+            let _ = tx.send(out.read_exact(&mut buf).map(|()| buf).ok());
+        });
+        first.push(rx.recv_timeout(CHILD_LIMIT).ok().flatten());
+    }
+    ok(&etcdctl(ep, &["put", "pipe/k", "2"]));
+    let statuses: Vec<Option<i32>> = children
+        .iter_mut()
+        .map(|child| {
+            let start = Instant::now();
+            loop {
+                if let Ok(Some(st)) = child.try_wait() {
+                    use std::os::unix::process::ExitStatusExt;
+                    break st.signal();
+                }
+                if start.elapsed() >= CHILD_LIMIT {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .collect();
+    if first[0] != first[1] || statuses[0] != statuses[1] || statuses[0] != Some(13) {
+        report.failures.push(format!(
+            "watch | head: first events {first:?}, killed by signals {statuses:?} (from revision {next})"
+        ));
     }
 
     // A watch from a compacted revision is canceled by the server.
