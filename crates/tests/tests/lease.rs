@@ -14,7 +14,7 @@ use common::{Kv, assert_grpc_error, connect, header_of};
 use etcd_client::{
     Client, Error, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions, WatchOptions,
 };
-use watching::{Ev, STEP, collect, connect_streaming};
+use watching::{CtlProcess, Ev, STEP, collect, connect_streaming};
 
 /// etcd raises TTLs below its minimum (1.5 election timeouts, rounded up: 2 s by default).
 const MIN_TTL: i64 = 2;
@@ -494,6 +494,31 @@ async fn etcdctl_lease_commands_print_exactly_what_etcd_prints() {
         &ctl(&["lease", "timetolive", &id, "--keys"]),
         &format!("lease {id} already expired\n"),
     );
+
+    // `lease keep-alive` keeps printing, until the lease is gone.
+    let granted = ok_stdout(&ctl(&["lease", "grant", "3"]));
+    let kept = hex_id(&granted);
+    let mut keep_alive = CtlProcess::spawn(&ep, &["lease", "keep-alive", &kept]);
+    let line = format!("lease {kept} keepalived with TTL(3)");
+    keep_alive.read_through(&line).await;
+    assert_eq!(
+        keep_alive.read_through(&line).await,
+        format!("{line}\n{line}\n")
+    );
+    let revoked = i64::from_str_radix(&kept, 16).expect("hex id");
+    client.lease_revoke(revoked).await.expect("revoke");
+    let (output, status) = keep_alive.read_to_end().await;
+    let last = output.lines().last().unwrap_or_default();
+    assert_eq!(
+        last,
+        format!("lease {kept} expired or revoked."),
+        "{output}"
+    );
+    assert!(
+        output.lines().all(|l| l == line || l == last),
+        "only keep-alive lines before it: {output}"
+    );
+    assert!(status.success(), "keep-alive exits cleanly: {status}");
 
     // Errors.
     let output = ctl(&["lease", "revoke", &id]);

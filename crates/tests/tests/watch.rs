@@ -17,7 +17,7 @@ use etcd_client::{
     Watcher,
 };
 use watching::{
-    CtlWatch, Ev, STEP, collect, connect_streaming, events, header_revision, is_fragment,
+    CtlProcess, Ev, STEP, collect, connect_streaming, events, header_revision, is_fragment,
     next_response,
 };
 
@@ -549,10 +549,10 @@ async fn etcdctl_watch_prints_each_event_from_its_start_revision() {
     put(&mut client, "w/a", "2").await; // 3
 
     // Start revisions make the output independent of when etcdctl's watch is established.
-    let mut key = CtlWatch::spawn(&ep, &["watch", "w/a", "--rev", "2"]);
-    let mut prefix = CtlWatch::spawn(&ep, &["watch", "w/", "--prefix", "--rev", "4"]);
-    let mut prev = CtlWatch::spawn(&ep, &["watch", "w/a", "--prev-kv", "--rev", "2"]);
-    let mut hex = CtlWatch::spawn(&ep, &["watch", "w/b", "--rev", "4", "--hex"]);
+    let mut key = CtlProcess::spawn(&ep, &["watch", "w/a", "--rev", "2"]);
+    let mut prefix = CtlProcess::spawn(&ep, &["watch", "w/", "--prefix", "--rev", "4"]);
+    let mut prev = CtlProcess::spawn(&ep, &["watch", "w/a", "--prev-kv", "--rev", "2"]);
+    let mut hex = CtlProcess::spawn(&ep, &["watch", "w/b", "--rev", "4", "--hex"]);
 
     put(&mut client, "w/b", "3").await; // 4
     delete(&mut client, "w/a").await; // 5

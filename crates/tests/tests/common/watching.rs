@@ -144,17 +144,18 @@ pub async fn collect(stream: &mut WatchStream, watch_id: i64, count: usize) -> V
     groups
 }
 
-/// A running `etcdctl watch ...` whose standard output is read line by line.
-pub struct CtlWatch {
+/// A running etcdctl (e.g. `watch`, `lease keep-alive`) whose standard output is read line by
+/// line.
+pub struct CtlProcess {
     child: Child,
     lines: Lines<BufReader<ChildStdout>>,
     /// Every line read so far, each with its `\n`.
     pub output: String,
 }
 
-impl CtlWatch {
+impl CtlProcess {
     /// Starts the real etcdctl (API v3) with `--endpoints=<endpoint>` and `args`.
-    pub fn spawn(endpoint: &str, args: &[&str]) -> CtlWatch {
+    pub fn spawn(endpoint: &str, args: &[&str]) -> CtlProcess {
         let usr_bin = std::path::Path::new("/usr/bin/etcdctl");
         let program = if usr_bin.exists() {
             usr_bin
@@ -173,7 +174,7 @@ impl CtlWatch {
             .spawn()
             .expect("spawn etcdctl");
         let stdout = child.stdout.take().expect("stdout pipe");
-        CtlWatch {
+        CtlProcess {
             child,
             lines: BufReader::new(stdout).lines(),
             output: String::new(),
@@ -202,6 +203,30 @@ impl CtlWatch {
                 return &self.output;
             }
         }
+    }
+
+    /// Reads to the end of the output (bounded by [`STEP`]): etcdctl exited on its own.
+    /// Returns the output and the exit status.
+    pub async fn read_to_end(&mut self) -> (&str, std::process::ExitStatus) {
+        loop {
+            match tokio::time::timeout(STEP, self.lines.next_line()).await {
+                Err(_) => panic!(
+                    "etcdctl did not exit within {STEP:?}; so far:\n{}",
+                    self.output
+                ),
+                Ok(Err(e)) => panic!("read etcdctl's stdout: {e}"),
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(line))) => {
+                    self.output.push_str(&line);
+                    self.output.push('\n');
+                }
+            }
+        }
+        let status = tokio::time::timeout(STEP, self.child.wait())
+            .await
+            .expect("etcdctl exits after closing its output")
+            .expect("wait for etcdctl");
+        (&self.output, status)
     }
 
     /// Kills etcdctl and waits for it.
