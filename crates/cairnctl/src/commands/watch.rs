@@ -19,7 +19,6 @@ use tonic::transport::Channel;
 
 use super::kv::prefix_end;
 use super::{Ctx, stderr, stdout};
-use crate::client::error_text;
 use crate::flags::{self, Flags};
 use crate::printer::Printer;
 use crate::txn_syntax::argify;
@@ -190,7 +189,8 @@ fn cancel_error(r: &WatchResponse) -> String {
     if r.compact_revision != 0 {
         "etcdserver: mvcc: required revision has been compacted".to_string()
     } else if !r.cancel_reason.is_empty() {
-        error_text(&tonic::Status::failed_precondition(r.cancel_reason.clone()))
+        // etcdctl 3.4.23 prints the server's reason as it is.
+        r.cancel_reason.clone()
     } else {
         "etcdserver: mvcc: required revision is a future revision".to_string()
     }
@@ -389,6 +389,20 @@ impl Hub {
     /// `printWatchCh` for one response; `Err` ends etcdctl. Returns whether a watch was
     /// canceled.
     async fn handle(&mut self, r: WatchResponse, env: &[(String, String)]) -> Result<bool, Fail> {
+        if r.created && (r.watch_id == -1 || (r.canceled && !r.cancel_reason.is_empty())) {
+            // A create failed: clientv3 hands this watch a made-up canceled response with
+            // the reason (and no header or event slice); the other watches go on.
+            let Some(w) = self.pending.pop_front() else {
+                return Ok(false);
+            };
+            let closed = WatchResponse {
+                canceled: true,
+                cancel_reason: r.cancel_reason.clone(),
+                ..Default::default()
+            };
+            self.deliver(&closed, &w, env, true).await?;
+            return Ok(true);
+        }
         if r.created {
             let Some(w) = self.pending.pop_front() else {
                 return Ok(false);
@@ -397,7 +411,7 @@ impl Hub {
                 self.active.insert(r.watch_id, w);
                 return Ok(false);
             }
-            self.deliver(&r, &w, env).await?;
+            self.deliver(&r, &w, env, false).await?;
             return Ok(true);
         }
         if r.watch_id == -1 {
@@ -406,7 +420,7 @@ impl Hub {
             ids.sort_unstable();
             for id in ids {
                 if let Some(w) = self.active.remove(&id) {
-                    let res = self.deliver(&r, &w, env).await;
+                    let res = self.deliver(&r, &w, env, false).await;
                     self.active.insert(id, w);
                     res?;
                 }
@@ -419,7 +433,7 @@ impl Hub {
         if let Some(last) = r.events.last().and_then(|e| e.kv.as_ref()) {
             w.next_rev = last.mod_revision + 1;
         }
-        let res = self.deliver(&r, &w, env).await;
+        let res = self.deliver(&r, &w, env, false).await;
         let canceled = r.canceled;
         if !canceled {
             self.active.insert(r.watch_id, w);
@@ -432,6 +446,7 @@ impl Hub {
         r: &WatchResponse,
         w: &Watcher,
         env: &[(String, String)],
+        events_nil: bool,
     ) -> Result<(), Fail> {
         if r.canceled {
             stderr(format!("watch was canceled ({})\n", cancel_error(r)).as_bytes());
@@ -440,7 +455,7 @@ impl Hub {
             let rev = r.header.map(|h| h.revision).unwrap_or_default();
             stdout(format!("progress notify: {rev}\n").as_bytes());
         }
-        stdout(&self.printer.watch(r)?);
+        stdout(&self.printer.watch(r, events_nil)?);
         if w.exec.is_empty() {
             return Ok(());
         }

@@ -179,15 +179,21 @@ fn event(e: &Event) -> String {
         .done()
 }
 
-/// clientv3's `WatchResponse`: its exported fields, none `omitempty`.
-pub fn watch(r: &WatchResponse) -> String {
+/// clientv3's `WatchResponse`: its exported fields, none `omitempty`. `events_nil`: the
+/// response clientv3 makes up when it closes a stream has no event slice at all.
+pub fn watch(r: &WatchResponse, events_nil: bool) -> String {
     let events: Vec<String> = r.events.iter().map(event).collect();
+    let events = if events_nil {
+        "null".to_string()
+    } else {
+        format!("[{}]", events.join(","))
+    };
     Obj::new()
         .raw(
             "Header",
             header(&Some(r.header.unwrap_or_default())).unwrap_or_default(),
         )
-        .raw("Events", format!("[{}]", events.join(",")))
+        .raw("Events", events)
         .raw("CompactRevision", r.compact_revision.to_string())
         .raw("Canceled", r.canceled.to_string())
         .raw("Created", r.created.to_string())

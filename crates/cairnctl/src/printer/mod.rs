@@ -133,12 +133,12 @@ fn header_text(h: &Option<ResponseHeader>) -> String {
 }
 
 impl Printer {
-    /// One watch response. Like etcdctl, an unsupported format fails only here, at the
-    /// first response.
-    pub fn watch(&self, r: &WatchResponse) -> Result<Vec<u8>, Fail> {
+    /// One watch response (`events_nil`: one clientv3 made up, without an event slice).
+    /// Like etcdctl, an unsupported format fails only here, at the first response.
+    pub fn watch(&self, r: &WatchResponse, events_nil: bool) -> Result<Vec<u8>, Fail> {
         Ok(match self.format {
             Format::Simple => simple::watch(self, r),
-            Format::Json => json::line(json::watch(r)),
+            Format::Json => json::line(json::watch(r, events_nil)),
             Format::Fields => fields::watch(r),
             Format::Protobuf => {
                 // etcdctl rebuilds a `pb.WatchResponse` without the watch ID.
