@@ -396,6 +396,105 @@ async fn one_stream_carries_many_watchers_with_chosen_ids_progress_and_cancel() 
     );
 }
 
+/// Sends a create request on the stream and returns the answer to it.
+async fn create_on(
+    watcher: &mut Watcher,
+    stream: &mut WatchStream,
+    key: &str,
+    options: WatchOptions,
+) -> etcd_client::WatchResponse {
+    watcher
+        .watch(key, Some(options))
+        .await
+        .expect("send create");
+    let response = next_response(stream).await;
+    assert!(
+        response.created(),
+        "a create is answered first: {response:?}"
+    );
+    response
+}
+
+#[tokio::test]
+async fn server_chosen_watch_ids_count_up_and_are_never_reused_on_a_stream() {
+    let server = Server::start();
+    let mut client = connect(&server).await;
+    let mut streams = connect_streaming(&server).await;
+    let (mut watcher, mut stream) = watch(&mut streams, "k", WatchOptions::new()).await;
+    assert_eq!(watcher.watch_id(), 0);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let created = create_on(&mut watcher, &mut stream, "k", WatchOptions::new()).await;
+        assert!(!created.canceled(), "{created:?}");
+        ids.push(created.watch_id());
+    }
+    assert_eq!(ids, [1, 2]);
+
+    // A canceled id is not handed out again on the stream (a late event for the old watcher
+    // could not be told apart): the next ids are 3 and 4.
+    for canceled in [2, 0] {
+        watcher.cancel_by_id(canceled).await.expect("send cancel");
+        let response = next_response(&mut stream).await;
+        assert!(response.canceled(), "{response:?}");
+        assert_eq!(response.watch_id(), canceled);
+        let created = create_on(&mut watcher, &mut stream, "k", WatchOptions::new()).await;
+        assert!(!created.canceled(), "{created:?}");
+        ids.push(created.watch_id());
+    }
+    assert_eq!(ids, [1, 2, 3, 4], "ids after canceling 2, then 0");
+
+    // The live watchers (1, 3, 4) each get the next write; the canceled ones do not.
+    let revision = put(&mut client, "k", "v").await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let response = next_response(&mut stream).await;
+        assert_eq!(
+            events(&response),
+            [Ev::put("k", "v", revision, revision, 1)],
+            "{response:?}"
+        );
+        got.push(response.watch_id());
+    }
+    got.sort();
+    assert_eq!(got, [1, 3, 4]);
+}
+
+#[tokio::test]
+async fn an_empty_range_is_refused_and_an_empty_key_watches_the_key_nul() {
+    let server = Server::start();
+    let mut streams = connect_streaming(&server).await;
+    let (mut watcher, mut stream) = watch(&mut streams, "k", WatchOptions::new()).await;
+    // A range whose end is not after its key is empty: refused like a duplicate id, and the
+    // stream stays usable.
+    let refused = create_on(
+        &mut watcher,
+        &mut stream,
+        "k",
+        WatchOptions::new().with_range("a"),
+    )
+    .await;
+    assert!(
+        refused.canceled(),
+        "a watch on [k, a) must be refused (created and canceled): {refused:?}"
+    );
+    assert_eq!(refused.watch_id(), -1, "{refused:?}");
+    assert_eq!(refused.cancel_reason(), "mvcc: watcher range is empty");
+
+    let created = create_on(&mut watcher, &mut stream, "k", WatchOptions::new()).await;
+    assert!(!created.canceled(), "{created:?}");
+    assert_eq!(created.watch_id(), 1, "the refused watch took no id");
+
+    // An empty key without a range end watches the smallest key, "\0".
+    let (nul, mut nul_stream) = watch(&mut streams, "", WatchOptions::new()).await;
+    let mut client = connect(&server).await;
+    assert_eq!(put(&mut client, "a", "not watched").await, 2);
+    assert_eq!(put(&mut client, "\0", "nul").await, 3);
+    assert_eq!(
+        flat(collect(&mut nul_stream, nul.watch_id(), 1).await),
+        [Ev::put("\0", "nul", 3, 3, 1)]
+    );
+}
+
 #[tokio::test]
 async fn a_txn_and_a_lease_revoke_each_arrive_as_one_response() {
     let server = Server::start();
