@@ -1,8 +1,9 @@
 //! Watch: which keys a watcher sees (key, prefix, range, from-key), start revisions in the
 //! past, now and the future, compacted start revisions, filters and prev_kv, many watchers on
-//! one stream (client-chosen ids, duplicates, progress, cancel), one response per revision
-//! (txn, lease revoke), fragmentation of a revision beyond the request limit, and `etcdctl
-//! watch`'s output. Every wait is bounded; nothing asserts by sleeping.
+//! one stream (client-chosen ids, duplicates, progress, cancel), server-chosen ids never
+//! reused, empty ranges refused and the empty key, one response per revision (txn, lease
+//! revoke), fragmentation of a revision beyond the request limit, and `etcdctl watch`'s
+//! output. Every wait is bounded; nothing asserts by sleeping.
 
 mod common;
 #[path = "common/watching.rs"]
