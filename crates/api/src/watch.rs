@@ -21,12 +21,15 @@ const STREAM_QUEUE: usize = 1024;
 
 /// etcd's message for a client-chosen watch ID already in use on the stream.
 const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+/// etcd's message for a range whose end is not after its start.
+const EMPTY_WATCHER_RANGE: &str = "mvcc: watcher range is empty";
 
 pub struct WatchService {
     pub server: Arc<Server>,
 }
 
-/// The watchers of one stream: etcd numbers automatic IDs from 0 per stream.
+/// The watchers of one stream: etcd numbers automatic IDs from 0 per stream and never hands
+/// one out twice, so a late event for a cancelled watcher cannot be mistaken for a new one.
 struct StreamWatchers {
     stream: u64,
     ids: HashSet<i64>,
@@ -41,29 +44,40 @@ impl StreamWatchers {
         while self.ids.contains(&self.next_id) {
             self.next_id += 1;
         }
-        self.ids.insert(self.next_id);
-        Some(self.next_id)
+        let id = self.next_id;
+        self.ids.insert(id);
+        self.next_id += 1;
+        Some(id)
     }
 }
 
 async fn create(
     server: &Server,
     watchers: &mut StreamWatchers,
-    create: WatchCreateRequest,
+    mut create: WatchCreateRequest,
     tx: &WatchSender,
 ) {
     let hub = server.watch_hub();
     let revision = hub.revision();
+    let refusal = |reason: &str| WatchResponse {
+        header: Some(hub.header(revision)),
+        watch_id: -1,
+        created: true,
+        canceled: true,
+        cancel_reason: reason.to_string(),
+        ..WatchResponse::default()
+    };
+    if create.key.is_empty() {
+        // As etcd: the empty key is the smallest key, "\0".
+        create.key = vec![0];
+    }
+    let from_key = create.range_end == [0];
+    if !create.range_end.is_empty() && !from_key && create.key >= create.range_end {
+        let _ = tx.send(refusal(EMPTY_WATCHER_RANGE)).await;
+        return;
+    }
     let Some(watch_id) = watchers.allocate(create.watch_id) else {
-        let refused = WatchResponse {
-            header: Some(hub.header(revision)),
-            watch_id: -1,
-            created: true,
-            canceled: true,
-            cancel_reason: DUPLICATE_WATCH_ID.to_string(),
-            ..WatchResponse::default()
-        };
-        let _ = tx.send(refused).await;
+        let _ = tx.send(refusal(DUPLICATE_WATCH_ID)).await;
         return;
     };
     let filters: Vec<FilterType> = create
