@@ -391,6 +391,81 @@ mod tests {
         );
     }
 
+    /// etcdctl 3.4.23's `watch -w json` and `lease ... -w json` lines for the same responses.
+    #[test]
+    fn watch_and_lease_responses() {
+        let ids = ResponseHeader {
+            cluster_id: 2755613793311995676,
+            member_id: 9829954754940738069,
+            revision: 0,
+            raft_term: 2,
+        };
+        let canceled = WatchResponse {
+            header: Some(ids),
+            compact_revision: 12,
+            canceled: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            watch(&canceled, false),
+            r#"{"Header":{"cluster_id":2755613793311995676,"member_id":9829954754940738069,"raft_term":2},"Events":[],"CompactRevision":12,"Canceled":true,"Created":false}"#
+        );
+        assert_eq!(
+            watch(&WatchResponse::default(), true),
+            r#"{"Header":{},"Events":null,"CompactRevision":0,"Canceled":false,"Created":false}"#
+        );
+        let del = WatchResponse {
+            header: Some(ResponseHeader {
+                revision: 10,
+                ..ids
+            }),
+            events: vec![Event {
+                r#type: 1,
+                kv: Some(KeyValue {
+                    key: b"w1".to_vec(),
+                    mod_revision: 10,
+                    ..Default::default()
+                }),
+                prev_kv: Some(kv_("w1", "b", 8, 9, 2)),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            watch(&del, false),
+            r#"{"Header":{"cluster_id":2755613793311995676,"member_id":9829954754940738069,"revision":10,"raft_term":2},"Events":[{"type":1,"kv":{"key":"dzE=","mod_revision":10},"prev_kv":{"key":"dzE=","create_revision":8,"mod_revision":9,"version":2,"value":"Yg=="}}],"CompactRevision":0,"Canceled":false,"Created":false}"#
+        );
+        let h4 = Some(ResponseHeader { revision: 4, ..ids });
+        let g = LeaseGrantResponse {
+            header: h4,
+            id: 1879586523217285128,
+            ttl: 100,
+            error: String::new(),
+        };
+        assert_eq!(
+            grant(&g),
+            r#"{"cluster_id":2755613793311995676,"member_id":9829954754940738069,"revision":4,"raft_term":2,"ID":1879586523217285128,"TTL":100,"Error":""}"#
+        );
+        let t = LeaseTimeToLiveResponse {
+            header: h4,
+            id: 4660,
+            ttl: -1,
+            granted_ttl: 0,
+            keys: vec![],
+        };
+        assert_eq!(
+            time_to_live(&t),
+            r#"{"cluster_id":2755613793311995676,"member_id":9829954754940738069,"revision":4,"raft_term":2,"id":4660,"ttl":-1,"granted-ttl":0,"keys":null}"#
+        );
+        let l = LeaseLeasesResponse {
+            header: h4,
+            leases: vec![],
+        };
+        assert_eq!(
+            leases(&l),
+            r#"{"cluster_id":2755613793311995676,"member_id":9829954754940738069,"revision":4,"raft_term":2,"leases":[]}"#
+        );
+    }
+
     fn kv_(k: &str, v: &str, c: i64, m: i64, ver: i64) -> KeyValue {
         td::kv(k, v, c, m, ver)
     }
