@@ -430,6 +430,11 @@ impl Hub {
         let Some(mut w) = self.active.remove(&r.watch_id) else {
             return Ok(false);
         };
+        if r.canceled && r.compact_revision == 0 {
+            // clientv3 closes the watch's channel without handing this response on: the
+            // watch just ends.
+            return Ok(true);
+        }
         if let Some(last) = r.events.last().and_then(|e| e.kv.as_ref()) {
             w.next_rev = last.mod_revision + 1;
         }
