@@ -304,7 +304,7 @@ impl Hub {
     /// changes until the stream is open, so this may be dropped while it waits.
     async fn open(&mut self, extra: Option<WatchRequest>) {
         loop {
-            let (tx, rx) = mpsc::channel(64);
+            let (tx, rx) = mpsc::channel(4096);
             let mut ids: Vec<i64> = self.active.keys().copied().collect();
             ids.sort_unstable();
             let reqs = self
@@ -388,7 +388,7 @@ impl Hub {
 
     /// `printWatchCh` for one response; `Err` ends etcdctl. Returns whether a watch was
     /// canceled.
-    async fn handle(&mut self, r: WatchResponse, env: &[(String, String)]) -> Result<bool, Fail> {
+    async fn handle(&mut self, r: WatchResponse) -> Result<bool, Fail> {
         if r.created && (r.watch_id == -1 || (r.canceled && !r.cancel_reason.is_empty())) {
             // A create failed: clientv3 hands this watch a made-up canceled response with
             // the reason (and no header or event slice); the other watches go on.
@@ -400,7 +400,7 @@ impl Hub {
                 cancel_reason: r.cancel_reason.clone(),
                 ..Default::default()
             };
-            self.deliver(&closed, &w, env, true).await?;
+            self.deliver(&closed, &w, true).await?;
             return Ok(true);
         }
         if r.created {
@@ -411,7 +411,7 @@ impl Hub {
                 self.active.insert(r.watch_id, w);
                 return Ok(false);
             }
-            self.deliver(&r, &w, env, false).await?;
+            self.deliver(&r, &w, false).await?;
             return Ok(true);
         }
         if r.watch_id == -1 {
@@ -420,7 +420,7 @@ impl Hub {
             ids.sort_unstable();
             for id in ids {
                 if let Some(w) = self.active.remove(&id) {
-                    let res = self.deliver(&r, &w, env, false).await;
+                    let res = self.deliver(&r, &w, false).await;
                     self.active.insert(id, w);
                     res?;
                 }
@@ -438,7 +438,7 @@ impl Hub {
         if let Some(last) = r.events.last().and_then(|e| e.kv.as_ref()) {
             w.next_rev = last.mod_revision + 1;
         }
-        let res = self.deliver(&r, &w, env, false).await;
+        let res = self.deliver(&r, &w, false).await;
         let canceled = r.canceled;
         if !canceled {
             self.active.insert(r.watch_id, w);
@@ -446,13 +446,7 @@ impl Hub {
         res.map(|()| canceled)
     }
 
-    async fn deliver(
-        &self,
-        r: &WatchResponse,
-        w: &Watcher,
-        env: &[(String, String)],
-        events_nil: bool,
-    ) -> Result<(), Fail> {
+    async fn deliver(&self, r: &WatchResponse, w: &Watcher, events_nil: bool) -> Result<(), Fail> {
         if r.canceled {
             stderr(format!("watch was canceled ({})\n", cancel_error(r)).as_bytes());
         }
@@ -467,7 +461,7 @@ impl Hub {
         let rev = r.header.map(|h| h.revision).unwrap_or_default();
         for ev in &r.events {
             let kv = ev.kv.clone().unwrap_or_default();
-            let mut vars = env.to_vec();
+            let mut vars = Vec::new();
             vars.push(("ETCD_WATCH_REVISION".into(), rev.to_string()));
             vars.push((
                 "ETCD_WATCH_EVENT_TYPE".into(),
@@ -512,10 +506,8 @@ pub async fn watch(ctx: &mut Ctx) -> Result<(), Fail> {
     // The watch command's own variables are not "unrecognized" for it.
     ctx.env
         .retain(|(k, _)| k != "ETCDCTL_WATCH_KEY" && k != "ETCDCTL_WATCH_RANGE_END");
-    // What the exec-command gets on top of cairnctl's environment (without ETCDCTL_API).
-    let child_env: Vec<(String, String)> = vec![];
     if ctx.flags.bool("interactive") {
-        return interactive(ctx, &env_key, &env_range, &child_env).await;
+        return interactive(ctx, &env_key, &env_range).await;
     }
     let mut os_args = vec!["etcdctl".to_string()];
     os_args.extend(ctx.raw_args.iter().cloned());
@@ -528,7 +520,7 @@ pub async fn watch(ctx: &mut Ctx) -> Result<(), Fail> {
     hub.add(req, exec).await;
     loop {
         let r = hub.next().await;
-        hub.handle(r, &child_env).await?;
+        hub.handle(r).await?;
         if hub.is_empty() {
             return Err(Fail::new(
                 exit::INTERRUPTED,
@@ -568,18 +560,12 @@ enum HubCmd {
     Progress,
 }
 
-async fn interactive(
-    ctx: &mut Ctx,
-    env_key: &str,
-    env_range: &str,
-    child_env: &[(String, String)],
-) -> Result<(), Fail> {
+async fn interactive(ctx: &mut Ctx, env_key: &str, env_range: &str) -> Result<(), Fail> {
     let (mut client, printer) = ctx.must_client()?;
     // The watches live in their own task, as clientv3's watcher goroutines: reading stdin
     // goes on while they connect, and its end ends cairnctl whatever they are doing.
     let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<HubCmd>();
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<Fail>(1);
-    let child_env = child_env.to_vec();
     tokio::spawn(async move {
         let ch = client.channel().await;
         let mut hub = Hub::new(ch, printer);
@@ -598,7 +584,7 @@ async fn interactive(
                     None => return,
                 },
                 r = hub.next() => {
-                    if let Err(fail) = hub.handle(r, &child_env).await {
+                    if let Err(fail) = hub.handle(r).await {
                         let _ = fatal_tx.send(fail).await;
                         return;
                     }
