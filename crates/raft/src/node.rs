@@ -322,6 +322,9 @@ impl ReadyLoop {
         if !self.raw.has_ready() {
             return Ok(());
         }
+        // Term and leader first: whoever is woken by the entries handed over below must see
+        // the leader that committed them.
+        self.publish_status();
         let mut ready = self.raw.ready();
         self.send_messages(ready.take_messages());
         if !ready.snapshot().is_empty() {
