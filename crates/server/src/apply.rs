@@ -29,6 +29,8 @@ const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 const PERSIST_ENTRIES_MAX: u64 = 20_000;
 /// Entries applied in one backend transaction at most, to bound how long readers wait.
 const APPLY_BATCH_ENTRIES_MAX: usize = 10_000;
+/// The apply loop tells the Ready loop its progress once per this many entries.
+const APPLIED_REPORT_ENTRIES: u64 = 1024;
 /// How long the apply loop waits for entries before it looks at the persist deadline.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 
@@ -233,13 +235,17 @@ impl ApplyLoop {
             Ok::<_, ServerError>(outcomes)
         })?;
         debug_assert!(last > self.applied_index, "the applied index only grows");
+        let previous = self.applied_index;
         self.applied_index = last;
         for (id, outcome) in outcomes {
             self.waits.trigger(id, outcome);
         }
         self.watches.notify(self.store.current_revision());
         self.applied.send_replace(last);
-        self.raft.report_applied(last);
+        // Each report wakes the Ready loop; it only trims memory, so once per chunk will do.
+        if last / APPLIED_REPORT_ENTRIES != previous / APPLIED_REPORT_ENTRIES {
+            self.raft.report_applied(last);
+        }
         Ok(count)
     }
 }
