@@ -116,6 +116,8 @@ pub static WATCH: &[Def] = &[
     },
     def("prefix", Kind::Bool, "false"),
     def("prev-kv", Kind::Bool, "false"),
+    // etcdctl 3.5's; 3.4 refuses it as unknown.
+    def("progress-notify", Kind::Bool, "false"),
     def("rev", Kind::Int, "0"),
 ];
 

@@ -32,12 +32,14 @@ fn bad_args(msg: &str) -> Fail {
     Fail::new(exit::BAD_ARGS, msg)
 }
 
-/// The options of one watch (`watchPrefix`, `watchRev`, `watchPrevKey`).
+/// The options of one watch (`watchPrefix`, `watchRev`, `watchPrevKey`, and etcdctl 3.5's
+/// `progressNotify`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Opts {
     pub prefix: bool,
     pub rev: i64,
     pub prev_kv: bool,
+    pub progress_notify: bool,
 }
 
 impl Opts {
@@ -46,6 +48,7 @@ impl Opts {
             prefix: f.bool("prefix"),
             rev: f.int("rev"),
             prev_kv: f.bool("prev-kv"),
+            progress_notify: f.bool("progress-notify"),
         }
     }
 }
@@ -157,6 +160,7 @@ pub fn create_request(args: &[String], o: Opts) -> Result<WatchCreateRequest, St
         key: gofmt::go_bytes(key),
         start_revision: o.rev,
         prev_kv: o.prev_kv,
+        progress_notify: o.progress_notify,
         ..Default::default()
     };
     if args.len() == 2 {
@@ -681,7 +685,8 @@ mod tests {
             Opts {
                 prefix: true,
                 rev: 3,
-                prev_kv: false
+                prev_kv: false,
+                progress_notify: false,
             }
         );
         let (w, e, _) = parse_interactive(&s(&["watch", "a", "--", "echo", "x"]), "", "").unwrap();
