@@ -6,6 +6,7 @@
 //! core: no cairn-mvcc, cairn-raft or cairn-wal.
 
 mod cluster;
+mod http;
 mod kv;
 mod lease;
 mod maintenance;
@@ -23,6 +24,7 @@ use cairn_server::Server;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
 
 pub use cluster::LocalMember;
 pub use status::to_status;
@@ -38,60 +40,93 @@ pub struct ApiConfig {
     pub local_member: LocalMember,
 }
 
-/// Serves the client API on every listener until `shutdown` resolves.
+/// Serves one listener until `shutdown` says stop. HTTP/1 is accepted beside HTTP/2 for the
+/// plain-HTTP endpoints.
+fn spawn_listener(
+    routes: Routes,
+    listener: TcpListener,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+    // The builder's `tcp_nodelay` covers only listeners tonic binds itself. Without it, a
+    // response written in two pieces waits for the client's delayed ACK (~40 ms).
+    let incoming = TcpListenerStream::new(listener).map(|accepted| {
+        if let Ok(stream) = &accepted {
+            let _ = stream.set_nodelay(true);
+        }
+        accepted
+    });
+    let router = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(routes);
+    tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+        let _ = shutdown.wait_for(|stopped| *stopped).await;
+    }))
+}
+
+/// Serves the client API (gRPC and etcd's HTTP endpoints) on every client listener, and the
+/// HTTP endpoints alone on every metrics listener, until `shutdown` says stop.
 pub async fn serve_clients(
     server: Arc<Server>,
     config: ApiConfig,
-    listeners: Vec<TcpListener>,
+    client_listeners: Vec<TcpListener>,
+    metrics_listeners: Vec<TcpListener>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     let max_message = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let kv = KvServer::new(kv::KvService {
+        server: server.clone(),
+    })
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(usize::MAX);
+    let maintenance = MaintenanceServer::new(maintenance::MaintenanceService {
+        server: server.clone(),
+        quota_backend_bytes: config.quota_backend_bytes,
+    })
+    .max_decoding_message_size(max_message);
+    let lease = LeaseServer::new(lease::LeaseService {
+        server: server.clone(),
+    })
+    .max_decoding_message_size(max_message);
+    let watch = WatchServer::new(watch::WatchService {
+        server: server.clone(),
+    })
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(usize::MAX);
+    let cluster = ClusterServer::new(cluster::ClusterService {
+        server: server.clone(),
+        local: config.local_member.clone(),
+    });
+    let http_state = http::HttpState {
+        server: server.clone(),
+        quota_backend_bytes: config.quota_backend_bytes,
+    };
+    // Services not registered fall through to gRPC Unimplemented, as etcd clients expect.
+    let mut builder = Routes::builder();
+    builder
+        .add_service(kv)
+        .add_service(lease)
+        .add_service(watch)
+        .add_service(cluster)
+        .add_service(maintenance);
+    let mut client_routes = builder.routes();
+    let grpc = std::mem::take(client_routes.axum_router_mut());
+    *client_routes.axum_router_mut() = grpc.merge(http::client_router(http_state.clone()));
+    let metrics_routes = Routes::from(http::metrics_router(http_state));
+
     let mut tasks = Vec::new();
-    for listener in listeners {
-        let kv = KvServer::new(kv::KvService {
-            server: server.clone(),
-        })
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(usize::MAX);
-        let maintenance = MaintenanceServer::new(maintenance::MaintenanceService {
-            server: server.clone(),
-            quota_backend_bytes: config.quota_backend_bytes,
-        })
-        .max_decoding_message_size(max_message);
-        let lease = LeaseServer::new(lease::LeaseService {
-            server: server.clone(),
-        })
-        .max_decoding_message_size(max_message);
-        let watch = WatchServer::new(watch::WatchService {
-            server: server.clone(),
-        })
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(usize::MAX);
-        let cluster = ClusterServer::new(cluster::ClusterService {
-            server: server.clone(),
-            local: config.local_member.clone(),
-        });
-        let mut stop = shutdown.clone();
-        let router = tonic::transport::Server::builder()
-            .add_service(kv)
-            .add_service(lease)
-            .add_service(watch)
-            .add_service(cluster)
-            .add_service(maintenance);
-        // The builder's `tcp_nodelay` covers only listeners tonic binds itself. Without it, a
-        // response written in two pieces waits for the client's delayed ACK (~40 ms).
-        let incoming = TcpListenerStream::new(listener).map(|accepted| {
-            if let Ok(stream) = &accepted {
-                let _ = stream.set_nodelay(true);
-            }
-            accepted
-        });
-        tasks.push(tokio::spawn(router.serve_with_incoming_shutdown(
-            incoming,
-            async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            },
-        )));
+    for listener in client_listeners {
+        tasks.push(spawn_listener(
+            client_routes.clone(),
+            listener,
+            shutdown.clone(),
+        ));
+    }
+    for listener in metrics_listeners {
+        tasks.push(spawn_listener(
+            metrics_routes.clone(),
+            listener,
+            shutdown.clone(),
+        ));
     }
     for task in tasks {
         task.await.expect("a serving task does not panic")?;

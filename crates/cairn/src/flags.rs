@@ -33,6 +33,9 @@ pub struct Flags {
         default_value = "http://localhost:2379"
     )]
     pub advertise_client_urls: String,
+    /// List of URLs to also serve /health, /version and /metrics on (plain HTTP).
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", default_value = "")]
+    pub listen_metrics_urls: String,
     /// List of URLs to listen on for peer traffic.
     #[arg(
         long,

@@ -83,6 +83,11 @@ async fn run(flags: Flags) -> Result<(), String> {
         listeners.push(bind(&url).await?);
         tracing::info!(url, "serving client requests");
     }
+    let mut metrics_listeners = Vec::new();
+    for url in split_urls(&flags.listen_metrics_urls) {
+        metrics_listeners.push(bind(&url).await?);
+        tracing::info!(url, "serving /health, /version and /metrics");
+    }
     let server = Server::start(ServerConfig {
         name: flags.name.clone(),
         data_dir: flags.data_dir(),
@@ -113,7 +118,7 @@ async fn run(flags: Flags) -> Result<(), String> {
     };
     let mut stopped = stop_rx.clone();
     tokio::select! {
-        served = serve_clients(server.clone(), api, listeners, stop_rx) => served.map_err(|e| e.to_string())?,
+        served = serve_clients(server.clone(), api, listeners, metrics_listeners, stop_rx) => served.map_err(|e| e.to_string())?,
         // Graceful stop waits for clients to hang up; like etcd, give them a bounded grace.
         _ = async {
             let _ = stopped.wait_for(|s| *s).await;

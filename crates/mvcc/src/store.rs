@@ -207,6 +207,11 @@ impl Store {
         self.read_state().compacted
     }
 
+    /// Keys in the index, live or deleted but not yet compacted away.
+    pub fn key_count(&self) -> usize {
+        self.read_state().index.len()
+    }
+
     /// The raft index of the last entry whose effects are in the backend.
     pub fn applied_index(&self) -> Result<u64, MvccError> {
         Ok(self.meta(META_APPLIED_INDEX)?.unwrap_or(0))

@@ -62,6 +62,8 @@ struct SharedStatus {
     term: AtomicU64,
     leader: AtomicU64,
     committed: AtomicU64,
+    /// Times a new leader was seen (etcd's `etcd_server_leader_changes_seen_total`).
+    leader_changes: AtomicU64,
 }
 
 /// A handle to the Ready loop; cheap to clone. The loop stops when every handle is dropped.
@@ -174,6 +176,10 @@ impl RaftNode {
 
     pub fn committed_index(&self) -> u64 {
         self.status.committed.load(Ordering::Acquire)
+    }
+
+    pub fn leader_changes(&self) -> u64 {
+        self.status.leader_changes.load(Ordering::Acquire)
     }
 }
 
@@ -351,7 +357,10 @@ impl ReadyLoop {
     fn publish_status(&self) {
         let raft = &self.raw.raft;
         self.status.term.store(raft.term, Ordering::Release);
-        self.status.leader.store(raft.leader_id, Ordering::Release);
+        let previous = self.status.leader.swap(raft.leader_id, Ordering::AcqRel);
+        if raft.leader_id != 0 && raft.leader_id != previous {
+            self.status.leader_changes.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 

@@ -60,6 +60,8 @@ pub struct ServerConfig {
 #[derive(Clone, Debug)]
 pub struct ServerStatus {
     pub leader: u64,
+    pub leader_changes: u64,
+    pub keys: usize,
     pub raft_term: u64,
     pub raft_index: u64,
     pub raft_applied_index: u64,
@@ -244,6 +246,8 @@ impl Server {
     pub fn status(&self) -> ServerStatus {
         ServerStatus {
             leader: self.raft.leader(),
+            leader_changes: self.raft.leader_changes(),
+            keys: self.store.key_count(),
             raft_term: self.raft.term(),
             raft_index: self.raft.committed_index(),
             raft_applied_index: *self.applied.borrow(),
