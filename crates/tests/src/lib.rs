@@ -561,6 +561,22 @@ pub fn assert_error(output: &Output, message: &str) {
     );
 }
 
+/// Replaces, after each `marker`, the text up to the next of the `end` characters with
+/// `with`: for normalising output that differs between runs for good reason (times, IDs).
+pub fn replace_after(s: &str, marker: &str, end: &[char], with: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find(marker) {
+        out.push_str(&rest[..i + marker.len()]);
+        rest = &rest[i + marker.len()..];
+        let stop = rest.find(end).unwrap_or(rest.len());
+        out.push_str(with);
+        rest = &rest[stop..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Standard base64 with padding, as Go's encoding/json prints `[]byte` (etcdctl `-w json`).
 pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

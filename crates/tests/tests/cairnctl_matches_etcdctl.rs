@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use cairn_tests::{
-    Server, Target, cairnctl, cairnctl_stdin, describe, etcdctl, etcdctl_stdin, workspace_bin,
+    Server, Target, cairnctl, cairnctl_stdin, describe, etcdctl, etcdctl_stdin, replace_after,
+    workspace_bin,
 };
 
 /// Go's duration syntax as `time.Duration.String` prints it (`1.5ms`, `5.0012s`, `1m30s`).
@@ -41,21 +42,6 @@ fn is_go_duration(token: &str) -> bool {
         parts += 1;
     }
     parts > 0
-}
-
-/// Replaces the value after `marker` up to the next `end` character with `with`.
-fn replace_values(s: &str, marker: &str, end: char, with: &str) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find(marker) {
-        out.push_str(&rest[..i + marker.len()]);
-        rest = &rest[i + marker.len()..];
-        let stop = rest.find(end).unwrap_or(rest.len());
-        out.push_str(with);
-        rest = &rest[stop..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// Replaces the digits after `marker` with `ID`.
@@ -86,8 +72,8 @@ fn normalise_run(bytes: &[u8]) -> String {
     for line in text.split('\n') {
         let mut line = line.to_string();
         // zap's warn lines from clientv3: time and the random resolver-group UUID.
-        line = replace_values(&line, "\"ts\":\"", '"', "T");
-        line = replace_values(&line, "endpoint://client-", '/', "U");
+        line = replace_after(&line, "\"ts\":\"", &['"'], "T");
+        line = replace_after(&line, "endpoint://client-", &['/'], "U");
         // capnslog's `2026-11-21 02:14:39.573001 W | ...` prefix.
         if line.len() > 27 && line.as_bytes()[4] == b'-' && line[26..].starts_with(" W |")
             || line.len() > 27 && line.as_bytes()[4] == b'-' && line[26..].starts_with(" C |")
@@ -107,7 +93,7 @@ fn normalise_run(bytes: &[u8]) -> String {
             })
             .collect::<Vec<_>>()
             .join(" ");
-        line = replace_values(&line, "\"took\":\"", '"', "D");
+        line = replace_after(&line, "\"took\":\"", &['"'], "D");
         // Tables: a duration's width moves the column borders.
         if line.starts_with('+') || line.starts_with('|') {
             let mut squeezed = String::new();

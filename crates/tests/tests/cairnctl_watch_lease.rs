@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cairn_tests::{Server, describe, etcdctl, etcdctl_stdin, workspace_bin};
+use cairn_tests::{Server, describe, etcdctl, etcdctl_stdin, replace_after, workspace_bin};
 
 /// The longest a child may take to print what it is expected to print, or to exit.
 const CHILD_LIMIT: Duration = Duration::from_secs(15);
@@ -190,21 +190,6 @@ fn run(tool: Tool, ep: &str, args: &[&str], env: &[(&str, &str)], stdin: Option<
     r.finish(CHILD_LIMIT)
 }
 
-/// Replaces the value after `marker` up to the next `end` character with `with`.
-fn replace_values(s: &str, marker: &str, end: &[char], with: &str) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find(marker) {
-        out.push_str(&rest[..i + marker.len()]);
-        rest = &rest[i + marker.len()..];
-        let stop = rest.find(end).unwrap_or(rest.len());
-        out.push_str(with);
-        rest = &rest[stop..];
-    }
-    out.push_str(rest);
-    out
-}
-
 /// What may differ between two runs of one-shot commands against the same server.
 #[derive(Default)]
 struct Norm {
@@ -225,16 +210,16 @@ impl Norm {
             Ok(s) => s.to_string(),
             Err(_) => bytes.iter().map(|&b| char::from(b)).collect(),
         };
-        s = replace_values(&s, "\"ts\":\"", &['"'], "T");
-        s = replace_values(&s, "endpoint://client-", &['/'], "U");
+        s = replace_after(&s, "\"ts\":\"", &['"'], "T");
+        s = replace_after(&s, "endpoint://client-", &['/'], "U");
         for id in &self.leases {
             s = s.replace(&format!("{id:016x}"), "LEASE");
             s = s.replace(&id.to_string(), "LEASE");
         }
         if self.ttl {
-            s = replace_values(&s, "remaining(", &['s'], "T");
-            s = replace_values(&s, "\"ttl\":", &[',', '}'], "T");
-            s = replace_values(&s, "\"TTL\" : ", &['\n'], "T");
+            s = replace_after(&s, "remaining(", &['s'], "T");
+            s = replace_after(&s, "\"ttl\":", &[',', '}'], "T");
+            s = replace_after(&s, "\"TTL\" : ", &['\n'], "T");
         }
         let mut lines: Vec<String> = Vec::new();
         for line in s.split('\n') {
