@@ -17,7 +17,7 @@ use cairn_raft::{Entry, EntryType, NodeEvent, RaftNode};
 use prost::Message;
 use tokio::sync::{oneshot, watch};
 
-use crate::kv::AppliedTxn;
+use crate::kv::{AppliedTxn, header};
 use crate::lease::Lessor;
 use crate::watch::WatchHub;
 use crate::{ServerError, kv};
@@ -47,6 +47,38 @@ pub enum Applied {
 }
 
 pub type ApplyOutcome = Result<Applied, ServerError>;
+
+/// A response the apply loop produces for one kind of request.
+pub trait AppliedResponse: Sized {
+    /// The response, or the `Applied` back if it is another kind.
+    fn from_applied(applied: Applied) -> Result<Self, Applied>;
+    fn header_mut(&mut self) -> &mut Option<ResponseHeader>;
+}
+
+macro_rules! applied_response {
+    ($($variant:ident => $response:ty),* $(,)?) => {$(
+        impl AppliedResponse for $response {
+            fn from_applied(applied: Applied) -> Result<Self, Applied> {
+                match applied {
+                    Applied::$variant(response) => Ok(response),
+                    other => Err(other),
+                }
+            }
+            fn header_mut(&mut self) -> &mut Option<ResponseHeader> {
+                &mut self.header
+            }
+        }
+    )*};
+}
+
+applied_response! {
+    Put => PutResponse,
+    DeleteRange => DeleteRangeResponse,
+    Txn => TxnResponse,
+    Compaction => CompactionResponse,
+    LeaseGrant => LeaseGrantResponse,
+    LeaseRevoke => LeaseRevokeResponse,
+}
 
 /// Callers waiting for their proposal to be applied, by request id.
 #[derive(Default)]
@@ -88,13 +120,6 @@ pub struct ApplyLoop {
     pub lessor: Arc<Lessor>,
     pub watches: Arc<WatchHub>,
     pub applied_index: u64,
-}
-
-fn header(revision: i64) -> Option<ResponseHeader> {
-    Some(ResponseHeader {
-        revision,
-        ..ResponseHeader::default()
-    })
 }
 
 /// Applies one request. A request-level error leaves the store untouched (every check runs

@@ -87,7 +87,8 @@ impl KvView for AppliedTxn<'_, '_, '_> {
     }
 }
 
-fn header(revision: i64) -> Option<ResponseHeader> {
+/// A response header carrying only the revision; the server fills in the rest at the edge.
+pub fn header(revision: i64) -> Option<ResponseHeader> {
     Some(ResponseHeader {
         revision,
         ..ResponseHeader::default()

@@ -19,7 +19,7 @@ use cairn_raft::{NodeConfig, RaftNode};
 use prost::Message;
 use tokio::sync::{oneshot, watch};
 
-use crate::apply::{Applied, ApplyLoop, WaitTable};
+use crate::apply::{Applied, AppliedResponse, ApplyLoop, WaitTable};
 use crate::ids::{RequestIds, cluster_id, member_id};
 use crate::lease::{LeaseTimeToLive, Lessor, MAX_LEASE_TTL_SECONDS};
 use crate::watch::WatchHub;
@@ -238,6 +238,11 @@ impl Server {
         *header = Some(self.header(revision));
     }
 
+    /// Whether this member knows a leader: one atomic load, cheap enough for every request.
+    pub fn has_leader(&self) -> bool {
+        self.raft.leader() != 0
+    }
+
     /// The store's current revision, for headers of responses that read nothing.
     pub fn current_revision(&self) -> i64 {
         self.store.current_revision()
@@ -300,6 +305,20 @@ impl Server {
         }
     }
 
+    /// Proposes `request` and returns its response, with a full header, once it is applied.
+    async fn propose_for<R: AppliedResponse>(
+        &self,
+        request: internal_request::Request,
+    ) -> Result<R, ServerError> {
+        let mut response = R::from_applied(self.propose(request).await?).map_err(|other| {
+            ServerError::Internal(format!(
+                "the apply loop answered with the wrong kind of response: {other:?}"
+            ))
+        })?;
+        self.fill_header(response.header_mut());
+        Ok(response)
+    }
+
     pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, ServerError> {
         if request.key.is_empty() {
             return Err(ServerError::EmptyKey);
@@ -315,16 +334,8 @@ impl Server {
 
     pub async fn put(&self, request: PutRequest) -> Result<PutResponse, ServerError> {
         kv::check_put_shape(&request)?;
-        match self
-            .propose(internal_request::Request::Put(request))
-            .await?
-        {
-            Applied::Put(mut response) => {
-                self.fill_header(&mut response.header);
-                Ok(response)
-            }
-            other => Err(unexpected(other)),
-        }
+        self.propose_for(internal_request::Request::Put(request))
+            .await
     }
 
     pub async fn delete_range(
@@ -334,16 +345,8 @@ impl Server {
         if request.key.is_empty() {
             return Err(ServerError::EmptyKey);
         }
-        match self
-            .propose(internal_request::Request::DeleteRange(request))
-            .await?
-        {
-            Applied::DeleteRange(mut response) => {
-                self.fill_header(&mut response.header);
-                Ok(response)
-            }
-            other => Err(unexpected(other)),
-        }
+        self.propose_for(internal_request::Request::DeleteRange(request))
+            .await
     }
 
     pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, ServerError> {
@@ -356,13 +359,9 @@ impl Server {
             let mut view = self.store.read_view()?;
             kv::txn(&mut view, request)?
         } else {
-            match self
-                .propose(internal_request::Request::Txn(request))
-                .await?
-            {
-                Applied::Txn(response) => response,
-                other => return Err(unexpected(other)),
-            }
+            return self
+                .propose_for(internal_request::Request::Txn(request))
+                .await;
         };
         self.fill_header(&mut response.header);
         Ok(response)
@@ -374,16 +373,8 @@ impl Server {
     ) -> Result<CompactionResponse, ServerError> {
         // Compaction is applied in full (index and backend) before the apply loop answers, so a
         // `physical` request needs no extra wait.
-        match self
-            .propose(internal_request::Request::Compaction(request))
-            .await?
-        {
-            Applied::Compaction(mut response) => {
-                self.fill_header(&mut response.header);
-                Ok(response)
-            }
-            other => Err(unexpected(other)),
-        }
+        self.propose_for(internal_request::Request::Compaction(request))
+            .await
     }
 
     pub async fn lease_grant(
@@ -396,32 +387,16 @@ impl Server {
         if request.id == 0 {
             request.id = (self.request_ids.next() & i64::MAX as u64) as i64;
         }
-        match self
-            .propose(internal_request::Request::LeaseGrant(request))
-            .await?
-        {
-            Applied::LeaseGrant(mut response) => {
-                self.fill_header(&mut response.header);
-                Ok(response)
-            }
-            other => Err(unexpected(other)),
-        }
+        self.propose_for(internal_request::Request::LeaseGrant(request))
+            .await
     }
 
     pub async fn lease_revoke(
         &self,
         request: LeaseRevokeRequest,
     ) -> Result<LeaseRevokeResponse, ServerError> {
-        match self
-            .propose(internal_request::Request::LeaseRevoke(request))
-            .await?
-        {
-            Applied::LeaseRevoke(mut response) => {
-                self.fill_header(&mut response.header);
-                Ok(response)
-            }
-            other => Err(unexpected(other)),
-        }
+        self.propose_for(internal_request::Request::LeaseRevoke(request))
+            .await
     }
 
     /// A keep-alive, answered by the leader from memory: the lease's TTL, or None if unknown.
@@ -553,12 +528,6 @@ fn spawn_lease_driver(
         })
         .map_err(|e| ServerError::Internal(format!("cannot start the lease driver: {e}")))?;
     Ok(())
-}
-
-fn unexpected(applied: Applied) -> ServerError {
-    ServerError::Internal(format!(
-        "the apply loop answered with the wrong kind of response: {applied:?}"
-    ))
 }
 
 /// The IDs a brand-new member takes from `--initial-cluster` and `--initial-cluster-token`.
