@@ -50,7 +50,7 @@ async fn health(State(state): State<HttpState>, RawQuery(query): RawQuery) -> im
     let serializable = query
         .as_deref()
         .is_some_and(|q| q.split('&').any(|pair| pair == "serializable=true"));
-    let has_leader = state.server.status().leader != 0;
+    let has_leader = state.server.has_leader();
     let read = RangeRequest {
         key: b"health".to_vec(),
         keys_only: true,

@@ -20,11 +20,12 @@ use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
-use cairn_server::Server;
+use cairn_server::{Server, ServerError};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
+use tonic::service::interceptor::{InterceptedService, Interceptor};
 
 pub use cluster::LocalMember;
 pub use status::to_status;
@@ -38,6 +39,21 @@ pub struct ApiConfig {
     pub max_request_bytes: usize,
     pub quota_backend_bytes: i64,
     pub local_member: LocalMember,
+}
+
+/// etcd's require-leader check, for every service: a client that sends `hasleader: true`
+/// metadata is refused at once while there is no leader, instead of waiting for one.
+fn require_leader(server: Arc<Server>) -> impl Interceptor + Clone {
+    move |request: tonic::Request<()>| {
+        let requires_leader = request
+            .metadata()
+            .get("hasleader")
+            .is_some_and(|v| v == "true");
+        if requires_leader && !server.has_leader() {
+            return Err(to_status(ServerError::NoLeader));
+        }
+        Ok(request)
+    }
 }
 
 /// Serves one listener until `shutdown` says stop. HTTP/1 is accepted beside HTTP/2 for the
@@ -101,13 +117,14 @@ pub async fn serve_clients(
         quota_backend_bytes: config.quota_backend_bytes,
     };
     // Services not registered fall through to gRPC Unimplemented, as etcd clients expect.
+    let leader = require_leader(server.clone());
     let mut builder = Routes::builder();
     builder
-        .add_service(kv)
-        .add_service(lease)
-        .add_service(watch)
-        .add_service(cluster)
-        .add_service(maintenance);
+        .add_service(InterceptedService::new(kv, leader.clone()))
+        .add_service(InterceptedService::new(lease, leader.clone()))
+        .add_service(InterceptedService::new(watch, leader.clone()))
+        .add_service(InterceptedService::new(cluster, leader.clone()))
+        .add_service(InterceptedService::new(maintenance, leader));
     let mut client_routes = builder.routes();
     let grpc = std::mem::take(client_routes.axum_router_mut());
     *client_routes.axum_router_mut() = grpc.merge(http::client_router(http_state.clone()));
