@@ -10,7 +10,7 @@ mod store;
 
 pub use key_index::{KeyIndex, KeyRevision, key_range};
 pub use revision::Revision;
-pub use store::{RangeOptions, RangeResult, ReadView, Store, TxnWriter, Writer};
+pub use store::{LeaseAttachments, RangeOptions, RangeResult, ReadView, Store, TxnWriter, Writer};
 
 pub use cairn_proto::mvccpb::{Event, KeyValue, event::EventType};
 

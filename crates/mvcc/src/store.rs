@@ -7,6 +7,7 @@
 //! Batches commit without fsync: the WAL makes writes durable, and the applied index is written
 //! in the same redb transaction so replaying the WAL after a crash is idempotent.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -141,12 +142,20 @@ fn check_readable(at: i64, current: i64, compacted: i64) -> Result<(), MvccError
     Ok(())
 }
 
+/// Every live key attached to a lease, as (key, lease id).
+pub type LeaseAttachments = Vec<(Vec<u8>, i64)>;
+
 impl Store {
-    /// Opens (or creates) the backend file and rebuilds the key index from it.
-    pub fn open(path: &Path) -> Result<Store, MvccError> {
+    /// Opens (or creates) the backend file and rebuilds the key index from it. Returns the
+    /// live keys attached to leases too, found in the same pass, so the lessor can be rebuilt
+    /// without reading every value again.
+    pub fn open(path: &Path) -> Result<(Store, LeaseAttachments), MvccError> {
         let db = Database::create(path).map_err(backend)?;
         let txn = db.begin_write().map_err(backend)?;
         let mut index = KeyIndex::new();
+        // The lease of each key's latest value, in revision order: a later put without a
+        // lease or a delete ends the attachment.
+        let mut leased: HashMap<Vec<u8>, i64> = HashMap::new();
         let (mut current, compacted);
         {
             let kv = txn.open_table(KV_TABLE).map_err(backend)?;
@@ -166,6 +175,11 @@ impl Store {
                 } else {
                     index.tombstone(&kv.key, revision);
                 }
+                if kind == RECORD_PUT && kv.lease != 0 {
+                    leased.insert(kv.key, kv.lease);
+                } else {
+                    leased.remove(&kv.key);
+                }
                 current = current.max(revision.main);
             }
         }
@@ -176,7 +190,7 @@ impl Store {
             compacted,
             "mvcc store opened"
         );
-        Ok(Store {
+        let store = Store {
             db,
             path: path.to_owned(),
             state: RwLock::new(IndexState {
@@ -184,7 +198,8 @@ impl Store {
                 current,
                 compacted,
             }),
-        })
+        };
+        Ok((store, leased.into_iter().collect()))
     }
 
     fn read_state(&self) -> RwLockReadGuard<'_, IndexState> {
@@ -242,19 +257,6 @@ impl Store {
             leases.push((id.value(), ttl, remaining));
         }
         Ok(leases)
-    }
-
-    /// Every live key attached to a lease, as (key, lease id): to rebuild attachments on start.
-    pub fn leased_keys(&self) -> Result<Vec<(Vec<u8>, i64)>, MvccError> {
-        let all = self
-            .read_view()?
-            .range(&[0], &[0], &RangeOptions::default())?;
-        Ok(all
-            .kvs
-            .into_iter()
-            .filter(|kv| kv.lease != 0)
-            .map(|kv| (kv.key, kv.lease))
-            .collect())
     }
 
     /// Size of the backend file in bytes.
@@ -614,7 +616,7 @@ mod tests {
 
     fn open() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&dir.path().join("db")).expect("open store");
+        let (store, _) = Store::open(&dir.path().join("db")).expect("open store");
         (dir, store)
     }
 
@@ -710,7 +712,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("db");
         {
-            let store = Store::open(&path).expect("open");
+            let (store, _) = Store::open(&path).expect("open");
             put(&store, 1, "a", "1");
             put(&store, 2, "a", "2");
             put(&store, 3, "b", "1");
@@ -720,7 +722,8 @@ mod tests {
             store.write(5, |w| w.compact(5)).expect("compact");
             store.persist().expect("persist");
         }
-        let store = Store::open(&path).expect("reopen");
+        let (store, leased) = Store::open(&path).expect("reopen");
+        assert!(leased.is_empty(), "no key was put with a lease");
         assert_eq!(
             store.current_revision(),
             5,
@@ -776,6 +779,35 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn reopening_finds_the_keys_still_attached_to_leases() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("db");
+        {
+            let (store, _) = Store::open(&path).expect("open");
+            let put = |index, key: &str, lease| {
+                store
+                    .write(index, |w| {
+                        w.txn(|t| t.put(key.into(), b"v".to_vec(), lease))
+                    })
+                    .expect("put");
+            };
+            put(1, "kept", 7);
+            put(2, "detached", 7);
+            put(3, "detached", 0);
+            put(4, "deleted", 8);
+            store
+                .write(5, |w| w.txn(|t| t.delete_range(b"deleted", b"")))
+                .expect("delete");
+            put(6, "moved", 7);
+            put(7, "moved", 9);
+            store.persist().expect("persist");
+        }
+        let (_, mut leased) = Store::open(&path).expect("reopen");
+        leased.sort();
+        assert_eq!(leased, vec![(b"kept".to_vec(), 7), (b"moved".to_vec(), 9)]);
     }
 
     #[test]

@@ -96,9 +96,9 @@ impl Server {
         std::fs::create_dir_all(&snap_dir).map_err(|e| {
             ServerError::Internal(format!("cannot create {}: {e}", snap_dir.display()))
         })?;
-        let store = Arc::new(
-            Store::open(&snap_dir.join("db")).map_err(storage_error("cannot open the backend"))?,
-        );
+        let (store, leased_keys) =
+            Store::open(&snap_dir.join("db")).map_err(storage_error("cannot open the backend"))?;
+        let store = Arc::new(store);
 
         let (member_id, cluster_id) = match (
             store
@@ -148,7 +148,7 @@ impl Server {
         let lessor = Arc::new(Lessor::new(min_ttl_seconds));
         lessor.restore(
             store.leases().map_err(storage_error("backend"))?,
-            store.leased_keys().map_err(storage_error("backend"))?,
+            leased_keys,
         );
 
         let header_raft = raft.clone();
