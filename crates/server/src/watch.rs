@@ -11,6 +11,7 @@
 //! watcher's responses in revision order and a progress response only after every event up
 //! to its revision.
 
+use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -142,6 +143,47 @@ pub struct WatchHub {
     fragment_bytes: usize,
     progress_interval: Duration,
     last_progress: Mutex<Instant>,
+}
+
+/// One read of new or replayed events, shared by every watcher it goes to: each event's
+/// previous value is looked up at most once, however many watchers asked for `prev_kv`.
+struct EventBatch<'a, 'v> {
+    view: &'a ReadView<'v>,
+    events: Vec<Event>,
+    with_prev: OnceCell<Vec<Event>>,
+}
+
+impl<'a, 'v> EventBatch<'a, 'v> {
+    fn new(view: &'a ReadView<'v>, events: Vec<Event>) -> Self {
+        Self {
+            view,
+            events,
+            with_prev: OnceCell::new(),
+        }
+    }
+
+    /// The indices of the events `w` wants.
+    fn wanted_by(&self, w: &Watcher) -> Vec<usize> {
+        (0..self.events.len())
+            .filter(|&i| w.wants(&self.events[i]))
+            .collect()
+    }
+
+    /// Copies of the chosen events, with their previous values if `prev_kv`.
+    fn select(&self, indices: &[usize], prev_kv: bool) -> Vec<Event> {
+        let source = if prev_kv {
+            self.with_prev.get_or_init(|| {
+                self.events
+                    .iter()
+                    .cloned()
+                    .map(|e| with_prev_kv(self.view, e))
+                    .collect()
+            })
+        } else {
+            &self.events
+        };
+        indices.iter().map(|&i| source[i].clone()).collect()
+    }
 }
 
 fn with_prev_kv(view: &ReadView<'_>, mut event: Event) -> Event {
@@ -346,24 +388,21 @@ impl WatchHub {
                 return;
             }
         };
-        let mut per_watcher: HashMap<WatcherId, Vec<Event>> = HashMap::new();
-        for event in &events {
+        let mut per_watcher: HashMap<WatcherId, Vec<usize>> = HashMap::new();
+        for (i, event) in events.iter().enumerate() {
             let Some(kv) = &event.kv else { continue };
             let single = st.synced_by_key.get(&kv.key).into_iter().flatten();
             for id in single.chain(st.synced_ranges.iter()) {
                 if st.watchers[id].wants(event) {
-                    per_watcher.entry(*id).or_default().push(event.clone());
+                    per_watcher.entry(*id).or_default().push(i);
                 }
             }
         }
-        for (id, events) in per_watcher {
+        let batch = EventBatch::new(&view, events);
+        for (id, indices) in per_watcher {
             let w = &st.watchers[&id];
+            let events = batch.select(&indices, w.spec.prev_kv);
             let first = events[0].kv.as_ref().map_or(from, |kv| kv.mod_revision);
-            let events = if w.spec.prev_kv {
-                events.into_iter().map(|e| with_prev_kv(&view, e)).collect()
-            } else {
-                events
-            };
             if !self.queue(w, id.1, revision, events) {
                 st.demote(id, first);
             }
@@ -447,15 +486,12 @@ impl WatchHub {
                 return;
             }
         };
+        let batch = EventBatch::new(&view, events);
         for id in ids {
             let w = &st.watchers[&id];
-            let mine: Vec<Event> = events.iter().filter(|e| w.wants(e)).cloned().collect();
+            let mine = batch.wanted_by(w);
             if !mine.is_empty() {
-                let mine = if w.spec.prev_kv {
-                    mine.into_iter().map(|e| with_prev_kv(&view, e)).collect()
-                } else {
-                    mine
-                };
+                let mine = batch.select(&mine, w.spec.prev_kv);
                 if !self.queue(w, id.1, last, mine) {
                     continue; // still no room: try again next round
                 }
