@@ -1,10 +1,12 @@
-//! The gRPC side: a tonic channel to the first endpoint that accepts a connection, unary
-//! calls bounded by `--command-timeout`, and etcdctl's (clientv3's) way of reporting a
-//! failed call: zap's warn line from the retry interceptor, then `Error: <message>`.
+//! The gRPC side: a tonic channel to the first endpoint whose server answers, unary calls
+//! bounded by `--command-timeout`, and etcdctl's (clientv3's) way of reporting a failed
+//! call: zap's warn line from the retry interceptor, then `Error: <message>`.
 
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{Fail, exit, flags, gofmt};
@@ -32,6 +34,60 @@ fn dial_address(hp: &str) -> String {
         }
         Err(_) => hp.to_string(),
     }
+}
+
+/// HTTP/2's client connection preface followed by an empty SETTINGS frame.
+const HTTP2_PREFACE_AND_SETTINGS: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+/// The type of an HTTP/2 SETTINGS frame, the first frame every server sends.
+const HTTP2_FRAME_SETTINGS: u8 = 0x4;
+/// How long a probe waits for the server to close its side after the handshake.
+const PROBE_CLOSE_WAIT: Duration = Duration::from_millis(50);
+
+/// Whether the server at `hp` answers an HTTP/2 handshake within `timeout`. grpc-go (and so
+/// etcdctl) uses a connection only once the server's SETTINGS frame came in; a member that
+/// is paused (SIGSTOP) or hung never sends it although its kernel accepts the connection.
+async fn answers_http2(hp: &str, timeout: Duration) -> bool {
+    let handshake = async {
+        let mut stream = TcpStream::connect(hp).await?;
+        stream.write_all(HTTP2_PREFACE_AND_SETTINGS).await?;
+        let mut frame_header = [0u8; 9];
+        stream.read_exact(&mut frame_header).await?;
+        Ok::<_, std::io::Error>((stream, frame_header[3] == HTTP2_FRAME_SETTINGS))
+    };
+    let Ok(Ok((mut stream, answered))) = tokio::time::timeout(timeout, handshake).await else {
+        return false;
+    };
+    // End the connection cleanly, reading what the server still sends, so that it sees an
+    // end of stream rather than a reset.
+    let close = async {
+        stream.shutdown().await?;
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).await
+    };
+    let _ = tokio::time::timeout(PROBE_CLOSE_WAIT, close).await;
+    answered
+}
+
+/// The first of `endpoints` to answer an HTTP/2 handshake, all tried at once as clientv3's
+/// balancer connects to every endpoint and uses whichever is ready.
+async fn first_answering(endpoints: &[String], timeout: Duration) -> Option<String> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for ep in endpoints {
+        let hp = host_port(ep).to_string();
+        let tx = tx.clone();
+        // Probes still running when one has answered finish in the background.
+        tokio::spawn(async move {
+            let answered = answers_http2(&hp, timeout).await;
+            let _ = tx.send(answered.then_some(hp));
+        });
+    }
+    drop(tx);
+    while let Some(result) = rx.recv().await {
+        if result.is_some() {
+            return result;
+        }
+    }
+    None
 }
 
 /// A random UUID, as clientv3 names its resolver group.
@@ -139,30 +195,23 @@ impl Client {
         }
     }
 
-    /// The channel, connecting to the endpoints in order (and again, until the caller's
-    /// deadline, while none accepts).
+    /// The channel to the first endpoint whose server answers (tried again, until the
+    /// caller's deadline, while none does).
     pub async fn channel(&mut self) -> Channel {
         if let Some(ch) = &self.channel {
             return ch.clone();
         }
         loop {
-            for ep in &self.endpoints {
-                let url = format!("http://{}", host_port(ep));
-                let Ok(endpoint) = Endpoint::from_shared(url) else {
-                    continue;
-                };
-                match endpoint
+            if let Some(hp) = first_answering(&self.endpoints, self.dial_timeout).await
+                && let Ok(endpoint) = Endpoint::from_shared(format!("http://{hp}"))
+                && let Ok(ch) = endpoint
                     .connect_timeout(self.dial_timeout)
                     .tcp_nodelay(true)
                     .connect()
                     .await
-                {
-                    Ok(ch) => {
-                        self.channel = Some(ch.clone());
-                        return ch;
-                    }
-                    Err(_) => continue,
-                }
+            {
+                self.channel = Some(ch.clone());
+                return ch;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
