@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "v3lockpb/v3lock.proto",
     "v3electionpb/v3election.proto",
     "cairnpb/internal.proto",
+    "cairnpb/peer.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

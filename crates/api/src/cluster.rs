@@ -1,78 +1,100 @@
-//! Service `etcdserverpb.Cluster`: `MemberList` now; membership changes arrive with
-//! multi-member clusters and answer Unimplemented until then.
+//! Service `etcdserverpb.Cluster`: the membership, and changes to it through Raft.
 
 use std::sync::Arc;
 
 use cairn_proto::etcdserverpb::cluster_server::Cluster;
 use cairn_proto::etcdserverpb::{
-    Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
+    MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
     MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
-    MemberUpdateRequest, MemberUpdateResponse,
+    MemberUpdateRequest, MemberUpdateResponse, ResponseHeader,
 };
 use cairn_server::Server;
 use tonic::{Request, Response, Status};
 
-/// What this member tells clients about itself.
-#[derive(Clone, Debug)]
-pub struct LocalMember {
-    pub name: String,
-    pub peer_urls: Vec<String>,
-    pub client_urls: Vec<String>,
-}
+use crate::status::to_status;
 
 pub struct ClusterService {
     pub server: Arc<Server>,
-    pub local: LocalMember,
 }
 
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!("cairn: {what} arrives with multi-member clusters"))
+impl ClusterService {
+    fn header(&self) -> Option<ResponseHeader> {
+        Some(self.server.header(self.server.current_revision()))
+    }
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
-        _: Request<MemberAddRequest>,
+        request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(not_yet("MemberAdd"))
+        let request = request.into_inner();
+        let (member, members) = self
+            .server
+            .member_add(request.peer_ur_ls, request.is_learner)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(MemberAddResponse {
+            header: self.header(),
+            member: Some(member),
+            members,
+        }))
     }
 
     async fn member_remove(
         &self,
-        _: Request<MemberRemoveRequest>,
+        request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(not_yet("MemberRemove"))
+        let members = self
+            .server
+            .member_remove(request.into_inner().id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: self.header(),
+            members,
+        }))
     }
 
     async fn member_update(
         &self,
-        _: Request<MemberUpdateRequest>,
+        request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(not_yet("MemberUpdate"))
+        let request = request.into_inner();
+        let members = self
+            .server
+            .member_update(request.id, request.peer_ur_ls)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(MemberUpdateResponse {
+            header: self.header(),
+            members,
+        }))
     }
 
     async fn member_list(
         &self,
         _: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
-        let member = Member {
-            id: self.server.member_id(),
-            name: self.local.name.clone(),
-            peer_ur_ls: self.local.peer_urls.clone(),
-            client_ur_ls: self.local.client_urls.clone(),
-            is_learner: false,
-        };
         Ok(Response::new(MemberListResponse {
-            header: Some(self.server.header(self.server.current_revision())),
-            members: vec![member],
+            header: self.header(),
+            members: self.server.member_list(),
         }))
     }
 
     async fn member_promote(
         &self,
-        _: Request<MemberPromoteRequest>,
+        request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(not_yet("MemberPromote"))
+        let members = self
+            .server
+            .member_promote(request.into_inner().id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: self.header(),
+            members,
+        }))
     }
 }

@@ -60,7 +60,7 @@ impl Lease for LeaseService {
         let server = self.server.clone();
         tokio::spawn(async move {
             while let Ok(Some(keep_alive)) = inbound.message().await {
-                let answer = match server.lease_renew(keep_alive.id) {
+                let answer = match server.lease_renew(keep_alive.id).await {
                     // An unknown lease is answered with TTL 0, as etcd does, not an error.
                     Ok(ttl) => Ok(LeaseKeepAliveResponse {
                         header: Some(server.header(server.current_revision())),

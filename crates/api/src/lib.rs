@@ -27,7 +27,6 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tonic::service::interceptor::{InterceptedService, Interceptor};
 
-pub use cluster::LocalMember;
 pub use status::to_status;
 
 /// Room for gRPC framing and the request's other fields above `--max-request-bytes`, as etcd
@@ -38,7 +37,6 @@ const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 pub struct ApiConfig {
     pub max_request_bytes: usize,
     pub quota_backend_bytes: i64,
-    pub local_member: LocalMember,
 }
 
 /// etcd's require-leader check, for every service: a client that sends `hasleader: true`
@@ -110,7 +108,6 @@ pub async fn serve_clients(
     .max_encoding_message_size(usize::MAX);
     let cluster = ClusterServer::new(cluster::ClusterService {
         server: server.clone(),
-        local: config.local_member.clone(),
     });
     let http_state = http::HttpState {
         server: server.clone(),

@@ -4,6 +4,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::status::to_status;
 use cairn_proto::etcdserverpb::maintenance_server::Maintenance;
 use cairn_proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
@@ -42,6 +43,7 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: status.raft_applied_index,
             db_size_in_use: db_size,
             db_size_quota: self.quota_backend_bytes,
+            is_learner: status.is_learner,
             ..StatusResponse::default()
         }))
     }
@@ -72,9 +74,15 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _: Request<MoveLeaderRequest>,
+        request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(not_yet("MoveLeader"))
+        self.server
+            .move_leader(request.into_inner().target_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(self.server.header(self.server.current_revision())),
+        }))
     }
 
     async fn downgrade(

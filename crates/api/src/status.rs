@@ -21,6 +21,17 @@ pub fn to_status(error: ServerError) -> Status {
         | ServerError::Stopped
         | ServerError::NotCapable => Code::Unavailable,
         ServerError::TooManyRequests => Code::ResourceExhausted,
+        ServerError::MemberExists
+        | ServerError::PeerUrlExists
+        | ServerError::NotEnoughStartedMembers
+        | ServerError::NotLearner
+        | ServerError::LearnerNotReady
+        | ServerError::TooManyLearners
+        | ServerError::NotLeader
+        | ServerError::BadLeaderTransferee => Code::FailedPrecondition,
+        ServerError::BadMemberUrls => Code::InvalidArgument,
+        ServerError::MemberNotFound => Code::NotFound,
+        ServerError::NotSupportedForLearner => Code::Unavailable,
         ServerError::Internal(_) => Code::Unknown,
     };
     Status::new(code, error.to_string())

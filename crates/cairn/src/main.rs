@@ -7,7 +7,7 @@ mod flags;
 
 use std::process::ExitCode;
 
-use cairn_api::{ApiConfig, LocalMember, serve_clients};
+use cairn_api::{ApiConfig, serve_clients};
 use cairn_server::{Server, ServerConfig};
 use tokio::net::TcpListener;
 
@@ -88,11 +88,20 @@ async fn run(flags: Flags) -> Result<(), String> {
         metrics_listeners.push(bind(&url).await?);
         tracing::info!(url, "serving /health, /version and /metrics");
     }
+    let mut peer_listeners = Vec::new();
+    for url in split_urls(&flags.listen_peer_urls) {
+        peer_listeners.push(bind(&url).await?);
+        tracing::info!(url, "serving peer traffic");
+    }
     let server = Server::start(ServerConfig {
         name: flags.name.clone(),
         data_dir: flags.data_dir(),
         initial_cluster,
         initial_cluster_token: flags.initial_cluster_token.clone(),
+        join_existing: flags.initial_cluster_state == "existing",
+        peer_urls: split_urls(&flags.initial_advertise_peer_urls),
+        client_urls: split_urls(&flags.advertise_client_urls),
+        strict_reconfig_check: flags.strict_reconfig_check,
         heartbeat_interval: flags.heartbeat(),
         election_timeout: flags.election(),
         max_request_bytes: flags.max_request_bytes,
@@ -103,18 +112,15 @@ async fn run(flags: Flags) -> Result<(), String> {
             .experimental_enable_lease_checkpoint
             .then_some(flags.experimental_lease_checkpoint_interval),
     })
+    .await
     .map_err(|e| e.to_string())?;
+    server.transport().serve(peer_listeners);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(shutdown_signal(stop_tx));
     let api = ApiConfig {
         max_request_bytes: flags.max_request_bytes,
         quota_backend_bytes: flags.quota_backend_bytes(),
-        local_member: LocalMember {
-            name: flags.name.clone(),
-            peer_urls: split_urls(&flags.initial_advertise_peer_urls),
-            client_urls: split_urls(&flags.advertise_client_urls),
-        },
     };
     let mut stopped = stop_rx.clone();
     tokio::select! {

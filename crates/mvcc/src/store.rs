@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cairn_proto::mvccpb::event::EventType;
 use cairn_proto::mvccpb::{Event, KeyValue};
@@ -27,6 +27,8 @@ const META_TABLE: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Granted leases: id -> (TTL, checkpointed remaining TTL; 0 when none), in seconds.
 /// Attachments are not stored here: each key's value records its lease, as etcd's does.
 const LEASE_TABLE: TableDefinition<i64, (i64, i64)> = TableDefinition::new("lease");
+/// The cluster's members: id -> the server's encoding of the member (opaque here).
+const MEMBERS_TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("members");
 
 const META_APPLIED_INDEX: &str = "applied_index";
 const META_COMPACTED_REVISION: &str = "compacted_revision";
@@ -61,7 +63,9 @@ struct IndexState {
 }
 
 pub struct Store {
-    db: Database,
+    /// Replaced as a whole when a leader's snapshot is installed; readers that began before
+    /// keep the old file open until they finish.
+    db: RwLock<Arc<Database>>,
     path: PathBuf,
     state: RwLock<IndexState>,
 }
@@ -145,61 +149,160 @@ fn check_readable(at: i64, current: i64, compacted: i64) -> Result<(), MvccError
 /// Every live key attached to a lease, as (key, lease id).
 pub type LeaseAttachments = Vec<(Vec<u8>, i64)>;
 
+/// Rebuilds the key index from the backend, and finds the live keys attached to leases in
+/// the same pass, so the lessor can be rebuilt without reading every value again.
+fn load(db: &Database) -> Result<(IndexState, LeaseAttachments), MvccError> {
+    let txn = db.begin_write().map_err(backend)?;
+    let mut index = KeyIndex::new();
+    // The lease of each key's latest value, in revision order: a later put without a
+    // lease or a delete ends the attachment.
+    let mut leased: HashMap<Vec<u8>, i64> = HashMap::new();
+    let (mut current, compacted);
+    {
+        let kv = txn.open_table(KV_TABLE).map_err(backend)?;
+        let meta = txn.open_table(META_TABLE).map_err(backend)?;
+        txn.open_table(LEASE_TABLE).map_err(backend)?;
+        txn.open_table(MEMBERS_TABLE).map_err(backend)?;
+        compacted = meta
+            .get(META_COMPACTED_REVISION)
+            .map_err(backend)?
+            .map_or(0, |v| v.value() as i64);
+        // An empty store is at revision 1, as etcd's: the first change is revision 2.
+        current = compacted.max(1);
+        for entry in kv.iter().map_err(backend)? {
+            let (k, v) = entry.map_err(backend)?;
+            let revision = Revision::from_backend_key(k.value());
+            let (kind, kv) = decode_record(revision, v.value())?;
+            if kind == RECORD_PUT {
+                index.restore(&kv.key, revision, kv.create_revision, kv.version);
+            } else {
+                index.tombstone(&kv.key, revision);
+            }
+            if kind == RECORD_PUT && kv.lease != 0 {
+                leased.insert(kv.key, kv.lease);
+            } else {
+                leased.remove(&kv.key);
+            }
+            current = current.max(revision.main);
+        }
+    }
+    txn.commit().map_err(backend)?;
+    tracing::info!(
+        keys = index.len(),
+        revision = current,
+        compacted,
+        "mvcc store loaded"
+    );
+    let state = IndexState {
+        index,
+        current,
+        compacted,
+    };
+    Ok((state, leased.into_iter().collect()))
+}
+
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    source: &redb::ReadTransaction,
+    target: &redb::WriteTransaction,
+    definition: TableDefinition<K, V>,
+) -> Result<(), MvccError> {
+    let from = match source.open_table(definition) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(backend(e)),
+    };
+    let mut to = target.open_table(definition).map_err(backend)?;
+    for entry in from.iter().map_err(backend)? {
+        let (k, v) = entry.map_err(backend)?;
+        to.insert(k.value(), v.value()).map_err(backend)?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (or creates) the backend file and rebuilds the key index from it. Returns the
     /// live keys attached to leases too, found in the same pass, so the lessor can be rebuilt
     /// without reading every value again.
     pub fn open(path: &Path) -> Result<(Store, LeaseAttachments), MvccError> {
         let db = Database::create(path).map_err(backend)?;
-        let txn = db.begin_write().map_err(backend)?;
-        let mut index = KeyIndex::new();
-        // The lease of each key's latest value, in revision order: a later put without a
-        // lease or a delete ends the attachment.
-        let mut leased: HashMap<Vec<u8>, i64> = HashMap::new();
-        let (mut current, compacted);
+        let (state, leased) = load(&db)?;
+        let store = Store {
+            db: RwLock::new(Arc::new(db)),
+            path: path.to_owned(),
+            state: RwLock::new(state),
+        };
+        Ok((store, leased))
+    }
+
+    fn db(&self) -> Arc<Database> {
+        self.db
+            .read()
+            .expect("the database lock is never poisoned")
+            .clone()
+    }
+
+    /// Replaces the whole store with the backend file at `incoming` (a copy of the leader's,
+    /// made by `export_to`), which moves to this store's path. Returns the leased keys, as
+    /// `open` does.
+    pub fn install(&self, incoming: &Path) -> Result<LeaseAttachments, MvccError> {
+        let db = Database::create(incoming).map_err(backend)?;
+        let (loaded, leased) = load(&db)?;
+        drop(db);
+        std::fs::rename(incoming, &self.path).map_err(|e| backend(redb::StorageError::Io(e)))?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| backend(redb::StorageError::Io(e)))?;
+        }
+        let db = Database::create(&self.path).map_err(backend)?;
+        let mut state = self.write_state();
+        *self
+            .db
+            .write()
+            .expect("the database lock is never poisoned") = Arc::new(db);
+        *state = loaded;
+        Ok(leased)
+    }
+
+    /// Writes a consistent copy of the whole store to a new file at `path`; returns the
+    /// applied index the copy holds.
+    pub fn export_to(&self, path: &Path) -> Result<u64, MvccError> {
+        let source = self.db().begin_read().map_err(backend)?;
+        let _ = std::fs::remove_file(path);
+        let target = Database::create(path).map_err(backend)?;
+        let txn = target.begin_write().map_err(backend)?;
         {
-            let kv = txn.open_table(KV_TABLE).map_err(backend)?;
-            let meta = txn.open_table(META_TABLE).map_err(backend)?;
-            compacted = meta
-                .get(META_COMPACTED_REVISION)
-                .map_err(backend)?
-                .map_or(0, |v| v.value() as i64);
-            // An empty store is at revision 1, as etcd's: the first change is revision 2.
-            current = compacted.max(1);
-            for entry in kv.iter().map_err(backend)? {
-                let (k, v) = entry.map_err(backend)?;
-                let revision = Revision::from_backend_key(k.value());
-                let (kind, kv) = decode_record(revision, v.value())?;
-                if kind == RECORD_PUT {
-                    index.restore(&kv.key, revision, kv.create_revision, kv.version);
-                } else {
-                    index.tombstone(&kv.key, revision);
-                }
-                if kind == RECORD_PUT && kv.lease != 0 {
-                    leased.insert(kv.key, kv.lease);
-                } else {
-                    leased.remove(&kv.key);
-                }
-                current = current.max(revision.main);
-            }
+            copy_table(&source, &txn, KV_TABLE)?;
+            copy_table(&source, &txn, META_TABLE)?;
+            copy_table(&source, &txn, LEASE_TABLE)?;
+            copy_table(&source, &txn, MEMBERS_TABLE)?;
         }
         txn.commit().map_err(backend)?;
-        tracing::info!(
-            keys = index.len(),
-            revision = current,
-            compacted,
-            "mvcc store opened"
-        );
-        let store = Store {
-            db,
-            path: path.to_owned(),
-            state: RwLock::new(IndexState {
-                index,
-                current,
-                compacted,
-            }),
+        let applied = match source.open_table(META_TABLE) {
+            Ok(meta) => meta
+                .get(META_APPLIED_INDEX)
+                .map_err(backend)?
+                .map_or(0, |v| v.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => 0,
+            Err(e) => return Err(backend(e)),
         };
-        Ok((store, leased.into_iter().collect()))
+        Ok(applied)
+    }
+
+    /// Every member record, by id.
+    pub fn members(&self) -> Result<Vec<(u64, Vec<u8>)>, MvccError> {
+        let txn = self.db().begin_read().map_err(backend)?;
+        let table = match txn.open_table(MEMBERS_TABLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(backend(e)),
+        };
+        let mut members = Vec::new();
+        for entry in table.iter().map_err(backend)? {
+            let (id, value) = entry.map_err(backend)?;
+            members.push((id.value(), value.value().to_vec()));
+        }
+        Ok(members)
     }
 
     fn read_state(&self) -> RwLockReadGuard<'_, IndexState> {
@@ -233,7 +336,7 @@ impl Store {
     }
 
     pub fn meta(&self, name: &str) -> Result<Option<u64>, MvccError> {
-        let txn = self.db.begin_read().map_err(backend)?;
+        let txn = self.db().begin_read().map_err(backend)?;
         let table = match txn.open_table(META_TABLE) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -244,7 +347,7 @@ impl Store {
 
     /// Every granted lease as (id, TTL, checkpointed remaining TTL or 0), in seconds.
     pub fn leases(&self) -> Result<Vec<(i64, i64, i64)>, MvccError> {
-        let txn = self.db.begin_read().map_err(backend)?;
+        let txn = self.db().begin_read().map_err(backend)?;
         let table = match txn.open_table(LEASE_TABLE) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -267,7 +370,7 @@ impl Store {
     /// A consistent view at the current revision for one or more reads.
     pub fn read_view(&self) -> Result<ReadView<'_>, MvccError> {
         let state = self.read_state();
-        let txn = self.db.begin_read().map_err(backend)?;
+        let txn = self.db().begin_read().map_err(backend)?;
         Ok(ReadView {
             store: self,
             txn,
@@ -283,7 +386,7 @@ impl Store {
         applied_index: u64,
         apply: impl FnOnce(&mut Writer<'_>) -> Result<R, E>,
     ) -> Result<R, E> {
-        let mut txn = self.db.begin_write().map_err(backend)?;
+        let mut txn = self.db().begin_write().map_err(backend)?;
         txn.set_durability(Durability::None).map_err(backend)?;
         let mut state = self.write_state();
         debug_assert!(
@@ -295,6 +398,7 @@ impl Store {
             let mut writer = Writer {
                 kv: txn.open_table(KV_TABLE).map_err(backend)?,
                 leases: txn.open_table(LEASE_TABLE).map_err(backend)?,
+                members: txn.open_table(MEMBERS_TABLE).map_err(backend)?,
                 state: &mut state,
             };
             let r = apply(&mut writer);
@@ -334,7 +438,7 @@ impl Store {
 
     /// Writes a named integer (member metadata) durably.
     pub fn set_meta(&self, name: &str, value: u64) -> Result<(), MvccError> {
-        let txn = self.db.begin_write().map_err(backend)?;
+        let txn = self.db().begin_write().map_err(backend)?;
         txn.open_table(META_TABLE)
             .map_err(backend)?
             .insert(name, value)
@@ -344,7 +448,7 @@ impl Store {
 
     /// Makes every earlier batch durable with one fsync'ed commit.
     pub fn persist(&self) -> Result<(), MvccError> {
-        let txn = self.db.begin_write().map_err(backend)?;
+        let txn = self.db().begin_write().map_err(backend)?;
         txn.commit().map_err(backend)
     }
 }
@@ -444,12 +548,24 @@ impl ReadView<'_> {
 pub struct Writer<'a> {
     kv: redb::Table<'a, u128, &'static [u8]>,
     leases: redb::Table<'a, i64, (i64, i64)>,
+    members: redb::Table<'a, u64, &'static [u8]>,
     state: &'a mut IndexState,
 }
 
 impl Writer<'_> {
     pub fn current_revision(&self) -> i64 {
         self.state.current
+    }
+
+    /// Adds or replaces a member record; membership is not revisioned.
+    pub fn put_member(&mut self, id: u64, record: &[u8]) -> Result<(), MvccError> {
+        self.members.insert(id, record).map_err(backend)?;
+        Ok(())
+    }
+
+    pub fn remove_member(&mut self, id: u64) -> Result<(), MvccError> {
+        self.members.remove(id).map_err(backend)?;
+        Ok(())
     }
 
     pub fn compacted_revision(&self) -> i64 {

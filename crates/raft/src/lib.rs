@@ -7,8 +7,11 @@
 mod log_store;
 mod node;
 
-pub use node::{NodeConfig, NodeEvent, RaftNode, ReadIndexReply};
-pub use raft::prelude::{Entry, EntryType};
+pub use node::{
+    CommittedMembershipChange, LearnerInSyncReply, MembershipChange, MessageSink, NodeConfig,
+    NodeEvent, RaftNode, ReadIndexReply, membership_change_of,
+};
+pub use raft::prelude::{Entry, EntryType, Message, MessageType};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RaftError {
@@ -26,6 +29,8 @@ pub enum RaftError {
     CorruptLog(String),
     #[error("{0}")]
     Io(String),
-    #[error("not supported yet: {0}")]
-    Unsupported(&'static str),
+    #[error(
+        "the WAL starts from a snapshot at index {index} but the backend has applied only {applied}: the snapshot's backend was not installed"
+    )]
+    SnapshotNotInstalled { index: u64, applied: u64 },
 }

@@ -21,7 +21,8 @@ const RECORD_HARD_STATE: u8 = 2;
 const RECORD_CONF_STATE: u8 = 3;
 const RECORD_SNAPSHOT: u8 = 4;
 
-/// Entries kept in memory behind the applied index, for a slow follower to catch up from.
+/// Entries kept in memory behind the applied index at most, for a slow follower to catch up
+/// from (fewer with a smaller `--snapshot-count`).
 const RETAINED_APPLIED_ENTRIES: u64 = 10_000;
 
 pub struct RaftLogStore {
@@ -47,14 +48,17 @@ fn encode(message: &impl protobuf::Message) -> Vec<u8> {
 }
 
 impl RaftLogStore {
-    /// Replays the WAL in `dir`. A brand-new log is bootstrapped with `initial_voters`.
+    /// Replays the WAL in `dir`. A brand-new log is bootstrapped with `initial_voters` (none
+    /// for a member joining an existing cluster).
     /// `applied` is the index the state machine already holds: everything up to it is known to
     /// be committed, even if the hard state recording that commit was not synced before a crash.
+    /// `installed_snapshot` is the snapshot index the state machine was installed from, if any.
     pub fn open(
         dir: &Path,
         wal_options: WalOptions,
         initial_voters: &[u64],
         applied: u64,
+        installed_snapshot: u64,
     ) -> Result<RaftLogStore, RaftError> {
         let opened = Wal::open(dir, wal_options)?;
         if let Some(repair) = &opened.repaired_tail {
@@ -115,26 +119,49 @@ impl RaftLogStore {
             )));
         }
         let last_index = entries.last().map_or(snapshot_index, |e| e.index);
-        if applied > last_index {
+        // A state machine installed from a leader's snapshot holds that leader's later
+        // entries too; this log receives them again from the leader.
+        let ahead_by_snapshot = installed_snapshot != 0 && installed_snapshot == snapshot_index;
+        if applied > last_index && !ahead_by_snapshot {
             return Err(RaftError::CorruptLog(format!(
                 "the backend has applied index {applied} but the WAL ends at {last_index}: the WAL is missing synced entries"
             )));
         }
-        hard_state.commit = hard_state.commit.max(applied);
+        // The snapshot at index 1 that starts every new log holds no state.
+        if snapshot_index > applied.max(1) {
+            return Err(RaftError::SnapshotNotInstalled {
+                index: snapshot_index,
+                applied,
+            });
+        }
+        hard_state.commit = hard_state.commit.max(applied.min(last_index));
 
         let memory = MemStorage::new();
         let conf_state = match conf_state {
             Some(cs) => cs,
+            None if initial_voters.is_empty() => ConfState::default(),
             None => {
+                // A new cluster's log starts after a snapshot at index 1 that holds the
+                // membership: a member added later has no log, so the leader sends it a
+                // snapshot, and with it the membership.
                 let cs = ConfState {
                     voters: initial_voters.to_vec(),
                     ..ConfState::default()
                 };
-                wal.append(RECORD_CONF_STATE, &encode(&cs))?;
+                let mut meta = SnapshotMetadata::default();
+                meta.set_index(1);
+                meta.set_term(1);
+                meta.set_conf_state(cs.clone());
+                hard_state.term = hard_state.term.max(1);
+                hard_state.commit = hard_state.commit.max(1);
+                wal.append(RECORD_SNAPSHOT, &encode(&meta))?;
+                wal.append(RECORD_HARD_STATE, &encode(&hard_state))?;
                 wal.sync()?;
+                snapshot = Some(meta);
                 cs
             }
         };
+        let snapshot_index = snapshot.as_ref().map_or(0, |s| s.index);
         {
             let mut core = memory.wl();
             if let Some(meta) = snapshot {
@@ -153,7 +180,7 @@ impl RaftLogStore {
             segment_last_index,
             snapshot_index,
         };
-        store.compact_memory(applied)?;
+        store.compact_memory(applied, RETAINED_APPLIED_ENTRIES)?;
         tracing::info!(
             entries = entries.len(),
             snapshot_index,
@@ -171,6 +198,45 @@ impl RaftLogStore {
 
     pub fn snapshot_index(&self) -> u64 {
         self.snapshot_index
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.memory
+            .last_index()
+            .expect("MemStorage's last index never fails")
+    }
+
+    /// Records a new membership, applied from a committed change.
+    pub fn set_conf_state(&mut self, conf_state: &ConfState) -> Result<(), RaftError> {
+        self.wal.append(RECORD_CONF_STATE, &encode(conf_state))?;
+        self.memory.wl().set_conf_state(conf_state.clone());
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Replaces the whole log with the leader's snapshot: the state machine is about to be
+    /// replaced by the backend that came with it, so nothing before it is needed.
+    pub fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), RaftError> {
+        let meta = snapshot.get_metadata();
+        let mut hard_state = self.memory.initial_state()?.hard_state;
+        hard_state.commit = hard_state.commit.max(meta.index);
+        hard_state.term = hard_state.term.max(meta.term);
+        let position = self.wal.append(RECORD_SNAPSHOT, &encode(meta))?;
+        self.wal.append(RECORD_HARD_STATE, &encode(&hard_state))?;
+        self.wal.sync()?;
+        self.dirty = false;
+        {
+            let mut core = self.memory.wl();
+            core.apply_snapshot(snapshot.clone())?;
+            core.set_hardstate(hard_state);
+        }
+        self.snapshot_index = meta.index;
+        self.wal.purge_before(RecordPosition {
+            segment: position.segment,
+            offset: 0,
+        })?;
+        self.segment_last_index.clear();
+        Ok(())
     }
 
     fn note_position(&mut self, position: RecordPosition, index: u64) {
@@ -222,13 +288,16 @@ impl RaftLogStore {
 
     /// Drops in-memory entries well behind `applied`; the WAL keeps them until a snapshot.
     /// Trimming shifts every retained entry, so it waits until a whole chunk can go at once.
-    pub fn compact_memory(&self, applied: u64) -> Result<(), RaftError> {
+    /// At most `retained` entries behind the applied index stay, for a slow follower to catch
+    /// up from; one further behind gets a snapshot instead.
+    pub fn compact_memory(&self, applied: u64, retained: u64) -> Result<(), RaftError> {
+        let retained = retained.clamp(1, RETAINED_APPLIED_ENTRIES);
+        // A state machine installed from a snapshot may be ahead of this log.
+        let applied = applied.min(self.last_index());
         let first = self.memory.first_index()?;
-        if applied >= first + 2 * RETAINED_APPLIED_ENTRIES {
+        if applied >= first + 2 * retained {
             // `target <= applied <= last index` holds, as compaction requires.
-            self.memory
-                .wl()
-                .compact(applied - RETAINED_APPLIED_ENTRIES)?;
+            self.memory.wl().compact(applied - retained)?;
         }
         Ok(())
     }
@@ -304,8 +373,9 @@ mod tests {
     #[test]
     fn a_snapshot_trims_whole_segments_and_restart_resumes_after_it() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut log = RaftLogStore::open(dir.path(), small_segments(), &[1], 0).expect("open");
-        for index in 1..=500 {
+        let mut log = RaftLogStore::open(dir.path(), small_segments(), &[1], 0, 0).expect("open");
+        // A new log starts after the membership snapshot at index 1.
+        for index in 2..=500 {
             log.append_entries(&[entry(index)]).expect("append");
         }
         log.set_hard_state(&HardState {
@@ -325,7 +395,7 @@ mod tests {
         );
         drop(log);
 
-        let log = RaftLogStore::open(dir.path(), small_segments(), &[1], 450).expect("reopen");
+        let log = RaftLogStore::open(dir.path(), small_segments(), &[1], 450, 0).expect("reopen");
         let memory = log.memory();
         assert_eq!(log.snapshot_index(), 400);
         assert_eq!(memory.last_index().expect("last"), 500);

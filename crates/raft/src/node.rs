@@ -5,14 +5,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use raft::prelude::{Entry, Message};
+use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType, Message, Snapshot};
 use raft::storage::MemStorage;
-use raft::{Config, RawNode, StateRole};
+use raft::{Config, RawNode, SnapshotStatus, StateRole};
 
 use crate::RaftError;
 use crate::log_store::RaftLogStore;
@@ -20,13 +20,25 @@ use crate::log_store::RaftLogStore;
 /// Requests taken per turn of the loop before the batch is persisted: bounds latency and memory.
 const REQUESTS_PER_TURN_MAX: usize = 4096;
 
+/// Where the Ready loop sends raft messages for other members: the peer transport. It must
+/// not block: a message it cannot deliver is dropped, and raft sends it again.
+pub trait MessageSink: Send + Sync {
+    fn send(&self, messages: Vec<Message>);
+}
+
 pub struct NodeConfig {
     pub id: u64,
     /// Voters of a brand-new cluster; ignored when the WAL already records the membership.
+    /// Empty for a member joining an existing cluster: it learns the membership from the
+    /// leader's snapshot.
     pub initial_voters: Vec<u64>,
     pub wal_dir: PathBuf,
     /// Index of the last entry the state machine holds, so it is not handed over again.
     pub applied: u64,
+    /// The raft snapshot index the state machine was last installed from (0 if never). A
+    /// state machine installed from a leader's snapshot may be ahead of the WAL's end.
+    pub installed_snapshot: u64,
+    pub transport: Arc<dyn MessageSink>,
     /// One raft tick: etcd's `--heartbeat-interval`.
     pub tick_interval: Duration,
     /// `--election-timeout` in ticks.
@@ -42,15 +54,81 @@ pub struct NodeConfig {
 /// Answers a read-index request with the commit index a read must wait to see applied.
 pub type ReadIndexReply = Box<dyn FnOnce(Result<u64, RaftError>) + Send>;
 
+/// A change of the voting membership, proposed through the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    AddVoter,
+    AddLearner,
+    Remove,
+}
+
+/// A committed membership change entry as the state machine sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedMembershipChange {
+    pub change: MembershipChange,
+    pub member: u64,
+    pub context: Vec<u8>,
+}
+
+/// Decodes a committed `EntryConfChange`; None for any other entry.
+pub fn membership_change_of(entry: &Entry) -> Result<Option<CommittedMembershipChange>, RaftError> {
+    if entry.get_entry_type() != EntryType::EntryConfChange {
+        return Ok(None);
+    }
+    let cc: ConfChange = protobuf::Message::parse_from_bytes(&entry.data).map_err(|e| {
+        RaftError::CorruptLog(format!(
+            "undecodable membership change {}: {e}",
+            entry.index
+        ))
+    })?;
+    let change = match cc.get_change_type() {
+        ConfChangeType::AddNode => MembershipChange::AddVoter,
+        ConfChangeType::AddLearnerNode => MembershipChange::AddLearner,
+        ConfChangeType::RemoveNode => MembershipChange::Remove,
+    };
+    Ok(Some(CommittedMembershipChange {
+        change,
+        member: cc.node_id,
+        context: cc.context.to_vec(),
+    }))
+}
+
 enum NodeRequest {
-    Propose { id: u64, data: Vec<u8> },
+    Propose {
+        id: u64,
+        data: Vec<u8>,
+    },
+    ProposeMembership {
+        id: u64,
+        change: MembershipChange,
+        member: u64,
+        context: Vec<u8>,
+    },
     ReadIndex(ReadIndexReply),
     Applied(u64),
     Persisted(u64),
+    Step(Box<Message>),
+    Unreachable(u64),
+    SnapshotSent {
+        to: u64,
+        delivered: bool,
+    },
+    TransferLeader(u64),
+    LearnerInSync {
+        member: u64,
+        ready_percent: u64,
+        reply: LearnerInSyncReply,
+    },
 }
+
+/// Answers whether a learner is in sync: None when this member is not the leader.
+pub type LearnerInSyncReply = Box<dyn FnOnce(Option<bool>) + Send>;
 
 /// What the Ready loop hands to the apply loop, in log order.
 pub enum NodeEvent {
+    /// The leader's backend, received by the transport, must replace the state machine:
+    /// raft's log now starts after `index`.
+    Snapshot { index: u64 },
     /// Entries committed by a quorum and durable in the WAL.
     Committed(Vec<Entry>),
     /// A proposal raft refused; its caller must be told.
@@ -64,6 +142,8 @@ struct SharedStatus {
     committed: AtomicU64,
     /// Times a new leader was seen (etcd's `etcd_server_leader_changes_seen_total`).
     leader_changes: AtomicU64,
+    last_index: AtomicU64,
+    is_learner: AtomicBool,
 }
 
 /// A handle to the Ready loop; cheap to clone. The loop stops when every handle is dropped.
@@ -85,12 +165,13 @@ impl RaftNode {
             cairn_wal::WalOptions::default(),
             &config.initial_voters,
             config.applied,
+            config.installed_snapshot,
         )?;
         let raft_config = Config {
             id: config.id,
             election_tick: config.election_ticks,
             heartbeat_tick: 1,
-            applied: config.applied,
+            applied: config.applied.min(log.last_index()),
             max_size_per_msg: 1024 * 1024,
             max_inflight_msgs: 256,
             pre_vote: true,
@@ -117,6 +198,7 @@ impl RaftNode {
             requests: rx,
             events,
             status,
+            transport: config.transport,
             tick_interval: config.tick_interval,
             read_index_timeout: config.read_index_timeout,
             snapshot_entries: config.snapshot_entries.max(1),
@@ -141,6 +223,58 @@ impl RaftNode {
     /// Queues `data` for replication; the outcome arrives through the apply loop under `id`.
     pub fn propose(&self, id: u64, data: Vec<u8>) -> Result<(), RaftError> {
         self.send(NodeRequest::Propose { id, data })
+    }
+
+    /// Proposes a membership change; `context` comes back with the committed entry.
+    pub fn propose_membership(
+        &self,
+        id: u64,
+        change: MembershipChange,
+        member: u64,
+        context: Vec<u8>,
+    ) -> Result<(), RaftError> {
+        self.send(NodeRequest::ProposeMembership {
+            id,
+            change,
+            member,
+            context,
+        })
+    }
+
+    /// Hands a message from another member to raft. A full queue drops it; raft resends.
+    pub fn step(&self, message: Message) {
+        let _ = self.requests.try_send(NodeRequest::Step(Box::new(message)));
+    }
+
+    /// Tells raft that messages to `member` could not be delivered.
+    pub fn report_unreachable(&self, member: u64) {
+        let _ = self.requests.try_send(NodeRequest::Unreachable(member));
+    }
+
+    /// Tells raft whether the snapshot sent to `to` arrived.
+    pub fn report_snapshot(&self, to: u64, delivered: bool) {
+        let _ = self
+            .requests
+            .try_send(NodeRequest::SnapshotSent { to, delivered });
+    }
+
+    /// Asks whether learner `member` holds at least `ready_percent` of the leader's log.
+    pub fn learner_in_sync(
+        &self,
+        member: u64,
+        ready_percent: u64,
+        reply: LearnerInSyncReply,
+    ) -> Result<(), RaftError> {
+        self.send(NodeRequest::LearnerInSync {
+            member,
+            ready_percent,
+            reply,
+        })
+    }
+
+    /// Asks the leader to hand leadership to `member`.
+    pub fn transfer_leader(&self, member: u64) -> Result<(), RaftError> {
+        self.send(NodeRequest::TransferLeader(member))
     }
 
     /// Asks for a read index; `reply` is called exactly once, from the Ready loop's thread.
@@ -181,11 +315,28 @@ impl RaftNode {
     pub fn leader_changes(&self) -> u64 {
         self.status.leader_changes.load(Ordering::Acquire)
     }
+
+    /// The index of the last entry in this member's log, committed or not.
+    pub fn last_index(&self) -> u64 {
+        self.status.last_index.load(Ordering::Acquire)
+    }
+
+    /// Whether raft counts this member as a learner (a non-voting member).
+    pub fn is_learner(&self) -> bool {
+        self.status.is_learner.load(Ordering::Acquire)
+    }
 }
 
 struct WaitingRead {
     reply: ReadIndexReply,
     since: Instant,
+}
+
+/// Reads handed to raft under one context number. raft-rs drops a read-index request that
+/// is lost on the way to the leader or reaches a leader not yet ready, so it is asked again.
+struct ReadsInFlight {
+    reads: Vec<WaitingRead>,
+    issued: Instant,
 }
 
 struct ReadyLoop {
@@ -194,6 +345,7 @@ struct ReadyLoop {
     requests: Receiver<NodeRequest>,
     events: SyncSender<NodeEvent>,
     status: Arc<SharedStatus>,
+    transport: Arc<dyn MessageSink>,
     tick_interval: Duration,
     read_index_timeout: Duration,
     snapshot_entries: u64,
@@ -201,7 +353,7 @@ struct ReadyLoop {
     /// committed an entry in its term, so they wait here instead.
     waiting_reads: VecDeque<WaitingRead>,
     /// Batches of reads handed to raft under one context number.
-    reads_in_flight: HashMap<u64, Vec<WaitingRead>>,
+    reads_in_flight: HashMap<u64, ReadsInFlight>,
     read_seq: u64,
 }
 
@@ -241,20 +393,32 @@ impl ReadyLoop {
     fn handle(&mut self, request: NodeRequest) {
         match request {
             NodeRequest::Propose { id, data } => {
-                if let Err(e) = self.raw.propose(Vec::new(), data) {
-                    let error = match e {
-                        raft::Error::ProposalDropped => RaftError::NoLeader,
-                        other => RaftError::Raft(other),
-                    };
-                    let _ = self.events.send(NodeEvent::Dropped { id, error });
-                }
+                let result = self.raw.propose(Vec::new(), data);
+                self.report_dropped(id, result);
+            }
+            NodeRequest::ProposeMembership {
+                id,
+                change,
+                member,
+                context,
+            } => {
+                let mut cc = ConfChange::default();
+                cc.set_change_type(match change {
+                    MembershipChange::AddVoter => ConfChangeType::AddNode,
+                    MembershipChange::AddLearner => ConfChangeType::AddLearnerNode,
+                    MembershipChange::Remove => ConfChangeType::RemoveNode,
+                });
+                cc.node_id = member;
+                cc.context = context.into();
+                let result = self.raw.propose_conf_change(Vec::new(), cc);
+                self.report_dropped(id, result);
             }
             NodeRequest::ReadIndex(reply) => self.waiting_reads.push_back(WaitingRead {
                 reply,
                 since: Instant::now(),
             }),
             NodeRequest::Applied(index) => {
-                if let Err(e) = self.log.compact_memory(index) {
+                if let Err(e) = self.log.compact_memory(index, self.snapshot_entries) {
                     tracing::warn!(error = %e, "could not trim the in-memory raft log");
                 }
             }
@@ -265,31 +429,94 @@ impl ReadyLoop {
                     tracing::warn!(error = %e, "could not snapshot the raft log; the WAL keeps growing");
                 }
             }
+            NodeRequest::Step(message) => {
+                // Messages from members raft no longer knows, or stale ones, are refused;
+                // that is expected during membership changes.
+                if let Err(e) = self.raw.step(*message) {
+                    tracing::debug!(error = %e, "raft message refused");
+                }
+            }
+            NodeRequest::Unreachable(member) => self.raw.report_unreachable(member),
+            NodeRequest::SnapshotSent { to, delivered } => self.raw.report_snapshot(
+                to,
+                if delivered {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                },
+            ),
+            NodeRequest::TransferLeader(member) => self.raw.transfer_leader(member),
+            NodeRequest::LearnerInSync {
+                member,
+                ready_percent,
+                reply,
+            } => {
+                let raft = &self.raw.raft;
+                if raft.state != StateRole::Leader {
+                    reply(None);
+                    return;
+                }
+                let leader_matched = raft.raft_log.last_index();
+                let in_sync = raft.prs().get(member).is_some_and(|progress| {
+                    progress.matched * 100 >= leader_matched * ready_percent
+                });
+                reply(Some(in_sync));
+            }
         }
     }
 
-    /// Hands every waiting read to raft as one batch when this member can serve it; fails those
-    /// that waited too long for a leader.
+    fn report_dropped(&self, id: u64, result: raft::Result<()>) {
+        if let Err(e) = result {
+            let error = match e {
+                raft::Error::ProposalDropped => RaftError::NoLeader,
+                other => RaftError::Raft(other),
+            };
+            let _ = self.events.send(NodeEvent::Dropped { id, error });
+        }
+    }
+
+    /// Hands every waiting read to raft as one batch when this member can serve it; asks
+    /// again for batches raft lost; fails those that waited too long for a leader.
     fn issue_reads(&mut self, now: Instant) {
+        let raft = &self.raw.raft;
+        let leader_known = raft.leader_id != raft::INVALID_ID;
+        let can_serve = match raft.state {
+            StateRole::Leader => raft.commit_to_current_term(),
+            // A follower forwards the request; the leader answers it.
+            _ => leader_known,
+        };
+        let retry_after = self.tick_interval * self.raw.raft.election_timeout() as u32;
+        let lost: Vec<u64> = self
+            .reads_in_flight
+            .iter()
+            .filter(|(_, batch)| now.duration_since(batch.issued) >= retry_after)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in lost {
+            let batch = self.reads_in_flight.remove(&seq).expect("listed above");
+            self.waiting_reads.extend(batch.reads);
+        }
         if self.waiting_reads.is_empty() {
             return;
         }
-        let raft = &self.raw.raft;
-        let can_serve = raft.state == StateRole::Leader && raft.commit_to_current_term();
         if can_serve {
             self.read_seq += 1;
-            let batch: Vec<WaitingRead> = self.waiting_reads.drain(..).collect();
-            self.reads_in_flight.insert(self.read_seq, batch);
+            let reads: Vec<WaitingRead> = self.waiting_reads.drain(..).collect();
+            self.reads_in_flight
+                .insert(self.read_seq, ReadsInFlight { reads, issued: now });
             self.raw.read_index(self.read_seq.to_be_bytes().to_vec());
             return;
         }
-        while let Some(front) = self.waiting_reads.front() {
-            if now.duration_since(front.since) < self.read_index_timeout {
-                break;
+        let timeout = self.read_index_timeout;
+        let mut kept = VecDeque::with_capacity(self.waiting_reads.len());
+        for read in self.waiting_reads.drain(..) {
+            if now.duration_since(read.since) >= timeout {
+                (read.reply)(Err(RaftError::NoLeader));
+            } else {
+                kept.push_back(read);
             }
-            let read = self.waiting_reads.pop_front().expect("front exists");
-            (read.reply)(Err(RaftError::NoLeader));
         }
+        self.waiting_reads = kept;
     }
 
     fn answer_reads(&mut self, states: Vec<raft::ReadState>) {
@@ -298,7 +525,7 @@ impl ReadyLoop {
                 continue;
             };
             if let Some(batch) = self.reads_in_flight.remove(&u64::from_be_bytes(seq)) {
-                for read in batch {
+                for read in batch.reads {
                     (read.reply)(Ok(state.index));
                 }
             }
@@ -306,22 +533,47 @@ impl ReadyLoop {
     }
 
     fn send_messages(&mut self, messages: Vec<Message>) {
-        // A single member has no peers; the peer transport arrives with multi-member clusters.
-        debug_assert!(
-            messages.is_empty() || !self.raw.raft.prs().is_singleton(),
-            "a single member sends no messages"
-        );
+        if !messages.is_empty() {
+            self.transport.send(messages);
+        }
     }
 
-    fn hand_over(&mut self, entries: Vec<Entry>) {
-        if entries.is_empty() {
-            return;
+    /// Hands committed entries to the apply loop, applying membership changes to raft on
+    /// the way: raft must know the new membership before it counts the next votes.
+    fn hand_over(&mut self, entries: Vec<Entry>) -> Result<(), RaftError> {
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return Ok(());
+        };
+        for entry in &entries {
+            if entry.get_entry_type() != EntryType::EntryConfChange {
+                continue;
+            }
+            let cc: ConfChange = protobuf::Message::parse_from_bytes(&entry.data).map_err(|e| {
+                RaftError::CorruptLog(format!(
+                    "undecodable membership change {}: {e}",
+                    entry.index
+                ))
+            })?;
+            match self.raw.apply_conf_change(&cc) {
+                Ok(conf_state) => self.log.set_conf_state(&conf_state)?,
+                // Replayed after a restart, or refused by raft: raft's view stands.
+                Err(e) => {
+                    tracing::warn!(index = entry.index, error = %e, "membership change not applied to raft")
+                }
+            }
         }
-        if let Some(last) = entries.last() {
-            self.status.committed.store(last.index, Ordering::Release);
-        }
+        self.status.committed.store(last, Ordering::Release);
         // Blocking here is the backpressure: a lagging apply loop slows the log down.
         let _ = self.events.send(NodeEvent::Committed(entries));
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), RaftError> {
+        let index = snapshot.get_metadata().index;
+        self.log.install_snapshot(snapshot)?;
+        tracing::info!(index, "installed the leader's snapshot");
+        let _ = self.events.send(NodeEvent::Snapshot { index });
+        Ok(())
     }
 
     fn on_ready(&mut self) -> Result<(), RaftError> {
@@ -334,10 +586,11 @@ impl ReadyLoop {
         let mut ready = self.raw.ready();
         self.send_messages(ready.take_messages());
         if !ready.snapshot().is_empty() {
-            return Err(RaftError::Unsupported("installing a raft snapshot"));
+            let snapshot = ready.snapshot().clone();
+            self.install_snapshot(&snapshot)?;
         }
         self.answer_reads(ready.take_read_states());
-        self.hand_over(ready.take_committed_entries());
+        self.hand_over(ready.take_committed_entries())?;
         self.log.append_entries(ready.entries())?;
         if let Some(hard_state) = ready.hs() {
             self.log.set_hard_state(hard_state)?;
@@ -349,7 +602,7 @@ impl ReadyLoop {
             self.log.set_commit(commit)?;
         }
         self.send_messages(light.take_messages());
-        self.hand_over(light.take_committed_entries());
+        self.hand_over(light.take_committed_entries())?;
         self.raw.advance_apply();
         Ok(())
     }
@@ -357,6 +610,13 @@ impl ReadyLoop {
     fn publish_status(&self) {
         let raft = &self.raw.raft;
         self.status.term.store(raft.term, Ordering::Release);
+        self.status
+            .last_index
+            .store(raft.raft_log.last_index(), Ordering::Release);
+        self.status.is_learner.store(
+            raft.prs().conf().learners().contains(&raft.id),
+            Ordering::Release,
+        );
         let previous = self.status.leader.swap(raft.leader_id, Ordering::AcqRel);
         if raft.leader_id != 0 && raft.leader_id != previous {
             self.status.leader_changes.fetch_add(1, Ordering::AcqRel);
@@ -368,12 +628,23 @@ impl ReadyLoop {
 mod tests {
     use super::*;
 
+    /// A lone member sends nothing.
+    struct NoPeers;
+
+    impl MessageSink for NoPeers {
+        fn send(&self, messages: Vec<Message>) {
+            assert!(messages.is_empty(), "a single member sends no messages");
+        }
+    }
+
     fn config(dir: &std::path::Path, applied: u64) -> NodeConfig {
         NodeConfig {
             id: 1,
             initial_voters: vec![1],
             wal_dir: dir.to_owned(),
             applied,
+            installed_snapshot: 0,
+            transport: Arc::new(NoPeers),
             tick_interval: Duration::from_millis(10),
             election_ticks: 10,
             queued_requests_max: 1024,
@@ -397,6 +668,7 @@ mod tests {
                         .map(|e| (e.index, e.data.to_vec())),
                 ),
                 NodeEvent::Dropped { id, error } => panic!("proposal {id} dropped: {error}"),
+                NodeEvent::Snapshot { index } => panic!("a lone member got a snapshot at {index}"),
             }
         }
         out

@@ -3,22 +3,26 @@
 //! those requests and publishes the applied index that linearizable reads wait for.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_mvcc::{Store, Writer};
+use cairn_proto::cairnpb::MemberChange;
 use cairn_proto::cairnpb::{InternalRequest, internal_request};
 use cairn_proto::etcdserverpb::{
     CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse,
     ResponseHeader, TxnResponse,
 };
-use cairn_raft::{Entry, EntryType, NodeEvent, RaftNode};
+use cairn_raft::{Entry, EntryType, NodeEvent, RaftNode, membership_change_of};
+use cairn_transport::PeerTransport;
 use prost::Message;
 use tokio::sync::{oneshot, watch};
 
 use crate::kv::{AppliedTxn, header};
 use crate::lease::Lessor;
+use crate::membership::{Membership, PeerChange};
 use crate::watch::WatchHub;
 use crate::{ServerError, kv};
 
@@ -44,6 +48,8 @@ pub enum Applied {
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
     LeaseCheckpoint,
+    /// A membership change or member update: the members after it.
+    Members(Vec<cairn_proto::etcdserverpb::Member>),
 }
 
 pub type ApplyOutcome = Result<Applied, ServerError>;
@@ -120,6 +126,11 @@ pub struct ApplyLoop {
     pub lessor: Arc<Lessor>,
     pub watches: Arc<WatchHub>,
     pub applied_index: u64,
+    pub membership: Arc<Membership>,
+    pub transport: Arc<PeerTransport>,
+    pub member_id: u64,
+    /// Where the transport leaves a backend received from the leader.
+    pub incoming_backend: PathBuf,
 }
 
 /// Applies one request. A request-level error leaves the store untouched (every check runs
@@ -127,6 +138,8 @@ pub struct ApplyLoop {
 fn apply_request(
     w: &mut Writer<'_>,
     lessor: &Lessor,
+    membership: &Membership,
+    peer_changes: &mut Vec<PeerChange>,
     request: internal_request::Request,
 ) -> ApplyOutcome {
     use internal_request::Request;
@@ -183,6 +196,10 @@ fn apply_request(
             }
             Ok(Applied::LeaseCheckpoint)
         }
+        Request::MemberAttributes(update) => {
+            peer_changes.extend(membership.apply_attributes(w, update)?);
+            Ok(Applied::Members(membership.list()))
+        }
     }
 }
 
@@ -196,29 +213,35 @@ impl ApplyLoop {
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
+            let mut events: Vec<NodeEvent> = first.into_iter().collect();
+            let mut queued_entries = 0;
+            while queued_entries < APPLY_BATCH_ENTRIES_MAX {
+                let Ok(event) = self.events.try_recv() else {
+                    break;
+                };
+                if let NodeEvent::Committed(batch) = &event {
+                    queued_entries += batch.len();
+                }
+                events.push(event);
+            }
             let mut entries: Vec<Entry> = Vec::new();
-            for event in first
-                .into_iter()
-                .chain(std::iter::from_fn(|| self.events.try_recv().ok()))
-            {
+            for event in events {
                 match event {
                     NodeEvent::Committed(batch) => entries.extend(batch),
                     NodeEvent::Dropped { id, error } => self.waits.trigger(id, Err(error.into())),
-                }
-                if entries.len() >= APPLY_BATCH_ENTRIES_MAX {
-                    break;
-                }
-            }
-            entries.retain(|e| e.index > self.applied_index);
-            if let Some(last) = entries.last().map(|e| e.index) {
-                match self.apply_batch(entries, last) {
-                    Ok(count) => unpersisted_entries += count,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot apply committed entries; stopping");
-                        std::process::exit(2);
+                    NodeEvent::Snapshot { index } => {
+                        // Entries before the snapshot are applied first; those after it wait.
+                        self.apply_pending(&mut entries, &mut unpersisted_entries);
+                        if let Err(e) = self.install_snapshot(index) {
+                            tracing::error!(error = %e, "cannot install the leader's snapshot; stopping");
+                            std::process::exit(2);
+                        }
+                        last_persist = Instant::now();
+                        unpersisted_entries = 0;
                     }
                 }
             }
+            self.apply_pending(&mut entries, &mut unpersisted_entries);
             if unpersisted_entries > 0
                 && (unpersisted_entries >= PERSIST_ENTRIES_MAX
                     || last_persist.elapsed() >= PERSIST_INTERVAL)
@@ -237,13 +260,101 @@ impl ApplyLoop {
         }
     }
 
+    fn apply_pending(&mut self, entries: &mut Vec<Entry>, unpersisted_entries: &mut u64) {
+        let mut pending = std::mem::take(entries);
+        pending.retain(|e| e.index > self.applied_index);
+        if let Some(last) = pending.last().map(|e| e.index) {
+            match self.apply_batch(pending, last) {
+                Ok(count) => *unpersisted_entries += count,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot apply committed entries; stopping");
+                    std::process::exit(2);
+                }
+            }
+        }
+    }
+
+    /// Replaces the state machine with the backend the leader sent with snapshot `index`.
+    fn install_snapshot(&mut self, index: u64) -> Result<(), ServerError> {
+        let internal = |what: &'static str| {
+            move |e: cairn_mvcc::MvccError| ServerError::Internal(format!("{what}: {e}"))
+        };
+        self.store.persist().map_err(internal("backend"))?;
+        let leased = self
+            .store
+            .install(&self.incoming_backend)
+            .map_err(internal("cannot install the received backend"))?;
+        self.store
+            .set_meta(crate::server::META_INSTALLED_SNAPSHOT, index)
+            .map_err(internal("backend"))?;
+        self.lessor
+            .restore(self.store.leases().map_err(internal("backend"))?, leased);
+        self.membership.reload(&self.store)?;
+        for member in self.membership.list() {
+            if let Err(e) = self
+                .transport
+                .set_peer(member.id, member.peer_ur_ls.clone())
+            {
+                tracing::warn!(error = %e, "cannot reach a member named in the snapshot");
+            }
+        }
+        self.applied_index = self.store.applied_index().map_err(internal("backend"))?;
+        tracing::info!(
+            index,
+            applied = self.applied_index,
+            "state machine replaced by the leader's snapshot"
+        );
+        self.watches.notify(self.store.current_revision());
+        self.applied.send_replace(self.applied_index);
+        self.raft.report_persisted(self.applied_index);
+        Ok(())
+    }
+
+    fn change_peer(&self, change: PeerChange) {
+        match change {
+            PeerChange::Set { id, urls } => {
+                if let Err(e) = self.transport.set_peer(id, urls) {
+                    tracing::warn!(member = format_args!("{id:x}"), error = %e, "cannot reach member");
+                }
+            }
+            PeerChange::Removed(id) if id == self.member_id => {
+                // As etcd: a removed member stops; its data dir cannot rejoin.
+                tracing::warn!(
+                    "this member has been permanently removed from the cluster; exiting"
+                );
+                let _ = self.store.persist();
+                std::process::exit(0);
+            }
+            PeerChange::Removed(id) => self.transport.remove_peer(id),
+        }
+    }
+
     fn apply_batch(&mut self, entries: Vec<Entry>, last: u64) -> Result<u64, ServerError> {
         let count = entries.len() as u64;
+        let mut peer_changes = Vec::new();
         let outcomes = self.store.write(last, |w| {
             let mut outcomes = Vec::with_capacity(entries.len());
             for entry in entries {
+                if let Some(change) = membership_change_of(&entry)? {
+                    let context = MemberChange::decode(change.context.as_slice()).map_err(|e| {
+                        ServerError::Internal(format!(
+                            "undecodable membership change {}: {e}",
+                            entry.index
+                        ))
+                    })?;
+                    peer_changes.extend(self.membership.apply_change(
+                        w,
+                        &change,
+                        context.member,
+                    )?);
+                    outcomes.push((
+                        context.request_id,
+                        Ok(Applied::Members(self.membership.list())),
+                    ));
+                    continue;
+                }
                 if entry.entry_type != EntryType::EntryNormal || entry.data.is_empty() {
-                    continue; // a new leader's empty entry, or a membership change
+                    continue; // a new leader's empty entry
                 }
                 let request = InternalRequest::decode(entry.data.as_ref()).map_err(|e| {
                     ServerError::Internal(format!("undecodable entry {}: {e}", entry.index))
@@ -251,7 +362,8 @@ impl ApplyLoop {
                 let Some(body) = request.request else {
                     continue;
                 };
-                let outcome = apply_request(w, &self.lessor, body);
+                let outcome =
+                    apply_request(w, &self.lessor, &self.membership, &mut peer_changes, body);
                 if let Err(ServerError::Internal(reason)) = &outcome {
                     return Err(ServerError::Internal(reason.clone()));
                 }
@@ -264,6 +376,9 @@ impl ApplyLoop {
         self.applied_index = last;
         for (id, outcome) in outcomes {
             self.waits.trigger(id, outcome);
+        }
+        for change in peer_changes {
+            self.change_peer(change);
         }
         self.watches.notify(self.store.current_revision());
         self.applied.send_replace(last);

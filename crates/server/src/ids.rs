@@ -29,30 +29,28 @@ pub fn cluster_id(member_ids: &[u64]) -> u64 {
     first_u64(&bytes)
 }
 
-/// Request IDs: the start time in the high bits keeps IDs from an earlier run (still in the WAL
-/// being replayed) apart from new ones; a counter fills the low bits.
+/// Request IDs as etcd's idutil makes them: the member ID's low 16 bits on top keep members
+/// apart (every member applies every entry, and must wake only its own callers); the start
+/// time in milliseconds below keeps an earlier run's IDs (still in the WAL) apart; a counter
+/// fills the low bits.
 pub struct RequestIds {
     next: AtomicU64,
 }
 
 impl RequestIds {
-    pub fn new() -> Self {
+    pub fn new(member_id: u64) -> Self {
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        let prefix = (member_id & 0xffff) << 48;
+        let suffix = (millis & ((1 << 40) - 1)) << 8;
         Self {
-            next: AtomicU64::new(millis << 22),
+            next: AtomicU64::new(prefix | suffix),
         }
     }
 
     pub fn next(&self) -> u64 {
         self.next.fetch_add(1, Ordering::Relaxed)
-    }
-}
-
-impl Default for RequestIds {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -72,7 +70,7 @@ mod tests {
 
     #[test]
     fn request_ids_are_unique() {
-        let ids = RequestIds::new();
+        let ids = RequestIds::new(1);
         assert_ne!(ids.next(), ids.next());
     }
 }

@@ -65,6 +65,9 @@ impl Lessor {
     /// remaining TTL, or its full TTL if it has none.
     pub fn restore(&self, leases: Vec<(i64, i64, i64)>, attachments: Vec<(Vec<u8>, i64)>) {
         let mut state = self.lock();
+        // A snapshot install replaces everything the lessor knew.
+        state.leases.clear();
+        state.key_lease.clear();
         for (id, ttl_seconds, checkpointed_seconds) in leases {
             let resume = if checkpointed_seconds > 0 {
                 checkpointed_seconds
@@ -219,6 +222,20 @@ impl Lessor {
         let mut ids: Vec<i64> = self.lock().leases.keys().copied().collect();
         ids.sort_unstable();
         ids
+    }
+
+    /// A new leader takes over expiry: keep-alives went to the old leader, so every lease
+    /// gets its full TTL (or its checkpointed remaining TTL) from now, as etcd's Promote does.
+    pub fn promote(&self) {
+        for lease in self.lock().leases.values_mut() {
+            let resume = if lease.checkpointed_seconds > 0 {
+                lease.checkpointed_seconds
+            } else {
+                lease.ttl_seconds
+            };
+            lease.expiry = expiry_after(resume);
+            lease.revoke_proposed = None;
+        }
     }
 
     /// Leases past their expiry whose revoke is not already on its way.

@@ -9,19 +9,23 @@ use std::time::Duration;
 
 use cairn_mvcc::Store;
 use cairn_proto::cairnpb::{InternalRequest, internal_request};
+use cairn_proto::cairnpb::{MemberChange, MembershipResponse};
+use cairn_proto::etcdserverpb::Member;
 use cairn_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, LeaseGrantResponse,
     LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
     ResponseHeader, TxnRequest, TxnResponse,
 };
-use cairn_raft::{NodeConfig, RaftNode};
+use cairn_raft::{MembershipChange, NodeConfig, RaftNode};
+use cairn_transport::PeerTransport;
 use prost::Message;
 use tokio::sync::{oneshot, watch};
 
 use crate::apply::{Applied, AppliedResponse, ApplyLoop, WaitTable};
 use crate::ids::{RequestIds, cluster_id, member_id};
 use crate::lease::{LeaseTimeToLive, Lessor, MAX_LEASE_TTL_SECONDS};
+use crate::membership::Membership;
 use crate::watch::WatchHub;
 use crate::{ServerError, kv};
 
@@ -35,6 +39,10 @@ const QUEUED_REQUESTS_MAX: usize = 16 * 1024;
 
 const META_MEMBER_ID: &str = "member_id";
 const META_CLUSTER_ID: &str = "cluster_id";
+/// The raft snapshot index the backend was last installed from.
+pub(crate) const META_INSTALLED_SNAPSHOT: &str = "installed_snapshot";
+/// A learner is in sync, and may be promoted, once it holds this share of the leader's log.
+const LEARNER_READY_PERCENT: u64 = 90;
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -43,6 +51,15 @@ pub struct ServerConfig {
     /// `--initial-cluster`: every member's name and peer URLs.
     pub initial_cluster: Vec<(String, Vec<String>)>,
     pub initial_cluster_token: String,
+    /// `--initial-cluster-state=existing`: join a running cluster that already added this
+    /// member, instead of bootstrapping a new one.
+    pub join_existing: bool,
+    /// `--initial-advertise-peer-urls`.
+    pub peer_urls: Vec<String>,
+    /// `--advertise-client-urls`, published to the other members.
+    pub client_urls: Vec<String>,
+    /// `--strict-reconfig-check`.
+    pub strict_reconfig_check: bool,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub max_request_bytes: usize,
@@ -67,6 +84,7 @@ pub struct ServerStatus {
     pub raft_applied_index: u64,
     pub db_size: u64,
     pub revision: i64,
+    pub is_learner: bool,
 }
 
 pub struct Server {
@@ -81,6 +99,10 @@ pub struct Server {
     cluster_id: u64,
     max_request_bytes: usize,
     max_txn_ops: usize,
+    membership: Arc<Membership>,
+    transport: Arc<PeerTransport>,
+    strict_reconfig_check: bool,
+    election_timeout: Duration,
 }
 
 fn storage_error(what: &str) -> impl Fn(cairn_mvcc::MvccError) -> ServerError + '_ {
@@ -89,8 +111,9 @@ fn storage_error(what: &str) -> impl Fn(cairn_mvcc::MvccError) -> ServerError + 
 
 impl Server {
     /// Opens the data directory (`member/wal`, `member/snap/db`, as etcd lays it out), replays
-    /// the WAL into the store, and starts the Ready and apply loops.
-    pub fn start(config: ServerConfig) -> Result<Arc<Server>, ServerError> {
+    /// the WAL into the store, and starts the Ready and apply loops and the peer transport.
+    /// Must run inside a tokio runtime.
+    pub async fn start(config: ServerConfig) -> Result<Arc<Server>, ServerError> {
         let member_dir = config.data_dir.join("member");
         let snap_dir = member_dir.join("snap");
         std::fs::create_dir_all(&snap_dir).map_err(|e| {
@@ -99,48 +122,100 @@ impl Server {
         let (store, leased_keys) =
             Store::open(&snap_dir.join("db")).map_err(storage_error("cannot open the backend"))?;
         let store = Arc::new(store);
+        let membership = Arc::new(Membership::load(&store)?);
 
-        let (member_id, cluster_id) = match (
+        let stored_ids = (
             store
                 .meta(META_MEMBER_ID)
                 .map_err(storage_error("backend"))?,
             store
                 .meta(META_CLUSTER_ID)
                 .map_err(storage_error("backend"))?,
-        ) {
-            (Some(member), Some(cluster)) => (member, cluster),
+        );
+        let (member_id, cluster_id, initial_voters) = match stored_ids {
+            (Some(member), Some(cluster)) => (member, cluster, Vec::new()),
             _ => {
-                let (member, cluster) = initial_ids(&config)?;
+                let bootstrap = if config.join_existing {
+                    join_existing(&config).await?
+                } else {
+                    bootstrap_new(&config)?
+                };
+                let applied = store.applied_index().map_err(storage_error("backend"))?;
+                store.write(applied, |w| membership.bootstrap(w, bootstrap.members))?;
                 store
-                    .set_meta(META_MEMBER_ID, member)
+                    .set_meta(META_MEMBER_ID, bootstrap.member_id)
                     .map_err(storage_error("backend"))?;
                 store
-                    .set_meta(META_CLUSTER_ID, cluster)
+                    .set_meta(META_CLUSTER_ID, bootstrap.cluster_id)
                     .map_err(storage_error("backend"))?;
-                (member, cluster)
+                (bootstrap.member_id, bootstrap.cluster_id, bootstrap.voters)
             }
         };
 
-        let applied_index = store.applied_index().map_err(storage_error("backend"))?;
+        let peer_facade = Arc::new(PeerFacade {
+            server: std::sync::OnceLock::new(),
+            snap_dir: snap_dir.clone(),
+        });
+        let transport = PeerTransport::new(member_id, cluster_id, peer_facade.clone());
+        for member in membership.list() {
+            transport
+                .set_peer(member.id, member.peer_ur_ls.clone())
+                .map_err(|e| ServerError::Internal(e.to_string()))?;
+        }
+
         let ticks = (config.election_timeout.as_millis()
             / config.heartbeat_interval.as_millis().max(1))
         .max(2);
         let (events_tx, events_rx) = sync_channel(1024);
-        let (raft, _ready_thread) = RaftNode::start(
-            NodeConfig {
-                id: member_id,
-                initial_voters: vec![member_id],
-                wal_dir: member_dir.join("wal"),
-                applied: applied_index,
-                tick_interval: config.heartbeat_interval,
-                election_ticks: ticks as usize,
-                queued_requests_max: QUEUED_REQUESTS_MAX,
-                read_index_timeout: REQUEST_TIMEOUT,
-                snapshot_entries: config.snapshot_count,
-            },
-            events_tx,
-        )
-        .map_err(|e| ServerError::Internal(format!("cannot start raft: {e}")))?;
+        let node_config = |applied: u64, installed_snapshot: u64| NodeConfig {
+            id: member_id,
+            initial_voters: initial_voters.clone(),
+            wal_dir: member_dir.join("wal"),
+            applied,
+            installed_snapshot,
+            transport: transport.clone(),
+            tick_interval: config.heartbeat_interval,
+            election_ticks: ticks as usize,
+            queued_requests_max: QUEUED_REQUESTS_MAX,
+            read_index_timeout: REQUEST_TIMEOUT,
+            snapshot_entries: config.snapshot_count,
+        };
+        let installed = |store: &Store| -> Result<(u64, u64), ServerError> {
+            Ok((
+                store.applied_index().map_err(storage_error("backend"))?,
+                store
+                    .meta(META_INSTALLED_SNAPSHOT)
+                    .map_err(storage_error("backend"))?
+                    .unwrap_or(0),
+            ))
+        };
+        let (mut applied_index, installed_snapshot) = installed(&store)?;
+        let mut leased_keys = leased_keys;
+        let raft = match RaftNode::start(
+            node_config(applied_index, installed_snapshot),
+            events_tx.clone(),
+        ) {
+            Ok((raft, _)) => raft,
+            // Stopped between recording the leader's snapshot in the WAL and installing the
+            // backend that came with it: install it now.
+            Err(cairn_raft::RaftError::SnapshotNotInstalled { index, .. }) => {
+                let incoming = snap_dir.join(INCOMING_BACKEND);
+                leased_keys = store
+                    .install(&incoming)
+                    .map_err(storage_error("cannot install the received snapshot"))?;
+                store
+                    .set_meta(META_INSTALLED_SNAPSHOT, index)
+                    .map_err(storage_error("backend"))?;
+                membership.reload(&store)?;
+                let (applied, installed_snapshot) = installed(&store)?;
+                applied_index = applied;
+                RaftNode::start(node_config(applied, installed_snapshot), events_tx)
+                    .map_err(|e| ServerError::Internal(format!("cannot start raft: {e}")))?
+                    .0
+            }
+            Err(e) => return Err(ServerError::Internal(format!("cannot start raft: {e}"))),
+        };
+        transport.attach(raft.clone());
 
         // etcd's minimum TTL: long enough to survive a leader election (1.5 election timeouts).
         let min_ttl_seconds =
@@ -176,6 +251,10 @@ impl Server {
             lessor: lessor.clone(),
             watches: watches.clone(),
             applied_index,
+            membership: membership.clone(),
+            transport: transport.clone(),
+            member_id,
+            incoming_backend: snap_dir.join(INCOMING_BACKEND),
         };
         std::thread::Builder::new()
             .name("apply".into())
@@ -188,7 +267,7 @@ impl Server {
             applied_index,
             "server started"
         );
-        let request_ids = Arc::new(RequestIds::new());
+        let request_ids = Arc::new(RequestIds::new(member_id));
         spawn_lease_driver(
             LeaseDriver {
                 raft: raft.clone(),
@@ -198,7 +277,7 @@ impl Server {
             },
             config.lease_checkpoint_interval,
         )?;
-        Ok(Arc::new(Server {
+        let server = Arc::new(Server {
             store,
             raft,
             waits,
@@ -210,7 +289,28 @@ impl Server {
             cluster_id,
             max_request_bytes: config.max_request_bytes,
             max_txn_ops: config.max_txn_ops,
-        }))
+            membership,
+            transport,
+            strict_reconfig_check: config.strict_reconfig_check,
+            election_timeout: config.election_timeout,
+        });
+        let _ = peer_facade.server.set(Arc::downgrade(&server));
+        tokio::spawn(publish_attributes(
+            server.clone(),
+            Member {
+                id: member_id,
+                name: config.name.clone(),
+                peer_ur_ls: Vec::new(),
+                client_ur_ls: config.client_urls.clone(),
+                is_learner: false,
+            },
+        ));
+        Ok(server)
+    }
+
+    /// The peer transport, whose service is served on `--listen-peer-urls`.
+    pub fn transport(&self) -> &Arc<PeerTransport> {
+        &self.transport
     }
 
     pub fn member_id(&self) -> u64 {
@@ -254,16 +354,26 @@ impl Server {
             leader_changes: self.raft.leader_changes(),
             keys: self.store.key_count(),
             raft_term: self.raft.term(),
-            raft_index: self.raft.committed_index(),
+            raft_index: self.raft.last_index(),
             raft_applied_index: *self.applied.borrow(),
             db_size: self.store.size_bytes(),
             revision: self.store.current_revision(),
+            is_learner: self.raft.is_learner(),
         }
+    }
+
+    /// Learners serve only serializable reads, as etcd's.
+    fn refuse_learner(&self) -> Result<(), ServerError> {
+        if self.raft.is_learner() {
+            return Err(ServerError::NotSupportedForLearner);
+        }
+        Ok(())
     }
 
     /// Waits until this member has applied everything committed when the call began, as
     /// confirmed by the leader: after it, a local read is linearizable.
     async fn read_barrier(&self) -> Result<(), ServerError> {
+        self.refuse_learner()?;
         let (tx, rx) = oneshot::channel();
         self.raft.read_index(Box::new(move |index| {
             let _ = tx.send(index);
@@ -291,18 +401,8 @@ impl Server {
             return Err(ServerError::RequestTooLarge);
         }
         let outcome = self.waits.register(id);
-        if let Err(e) = self.raft.propose(id, data) {
-            self.waits.cancel(id);
-            return Err(e.into());
-        }
-        match tokio::time::timeout(REQUEST_TIMEOUT, outcome).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Err(ServerError::Stopped),
-            Err(_) => {
-                self.waits.cancel(id);
-                Err(ServerError::Timeout)
-            }
-        }
+        let proposed = self.raft.propose(id, data);
+        self.wait_applied(id, outcome, proposed).await
     }
 
     /// Proposes `request` and returns its response, with a full header, once it is applied.
@@ -310,6 +410,7 @@ impl Server {
         &self,
         request: internal_request::Request,
     ) -> Result<R, ServerError> {
+        self.refuse_learner()?;
         let mut response = R::from_applied(self.propose(request).await?).map_err(|other| {
             ServerError::Internal(format!(
                 "the apply loop answered with the wrong kind of response: {other:?}"
@@ -399,10 +500,31 @@ impl Server {
             .await
     }
 
-    /// A keep-alive, answered by the leader from memory: the lease's TTL, or None if unknown.
-    pub fn lease_renew(&self, id: i64) -> Result<Option<i64>, ServerError> {
-        if self.raft.leader() != self.member_id {
+    /// A keep-alive, answered by the leader from memory (a follower forwards it): the
+    /// lease's TTL, or None if unknown.
+    pub async fn lease_renew(&self, id: i64) -> Result<Option<i64>, ServerError> {
+        self.refuse_learner()?;
+        let leader = self.raft.leader();
+        if leader == 0 {
             return Err(ServerError::NoLeader);
+        }
+        if leader != self.member_id {
+            return self
+                .transport
+                .forward_lease_renew(leader, id)
+                .await
+                .map_err(|e| {
+                    tracing::debug!(error = %e, "lease keep-alive not forwarded to the leader");
+                    ServerError::NoLeader
+                });
+        }
+        self.lease_renew_as_leader(id)
+    }
+
+    /// A keep-alive on the leader.
+    fn lease_renew_as_leader(&self, id: i64) -> Result<Option<i64>, ServerError> {
+        if self.raft.leader() != self.member_id {
+            return Err(ServerError::NotLeader);
         }
         let Some((ttl, clear_checkpoint)) = self.lessor.renew(id) else {
             return Ok(None);
@@ -426,6 +548,213 @@ impl Server {
 
     pub fn lease_time_to_live(&self, id: i64, with_keys: bool) -> Option<LeaseTimeToLive> {
         self.lessor.time_to_live(id, with_keys)
+    }
+
+    /// Waits for a proposal whose outcome comes back under `id`.
+    /// Waits for the outcome of proposal `id`, registered before it was proposed.
+    async fn wait_applied(
+        &self,
+        id: u64,
+        outcome: oneshot::Receiver<crate::apply::ApplyOutcome>,
+        proposed: Result<(), cairn_raft::RaftError>,
+    ) -> Result<Applied, ServerError> {
+        if let Err(e) = proposed {
+            self.waits.cancel(id);
+            return Err(e.into());
+        }
+        match tokio::time::timeout(REQUEST_TIMEOUT, outcome).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => {
+                self.waits.cancel(id);
+                Err(ServerError::Timeout)
+            }
+        }
+    }
+
+    async fn propose_membership(
+        &self,
+        change: MembershipChange,
+        member: Member,
+    ) -> Result<Vec<Member>, ServerError> {
+        let id = self.request_ids.next();
+        let context = MemberChange {
+            member: Some(member.clone()),
+            request_id: id,
+        }
+        .encode_to_vec();
+        let outcome = self.waits.register(id);
+        let proposed = self.raft.propose_membership(id, change, member.id, context);
+        match self.wait_applied(id, outcome, proposed).await? {
+            Applied::Members(members) => Ok(members),
+            other => Err(ServerError::Internal(format!(
+                "the apply loop answered a membership change with {other:?}"
+            ))),
+        }
+    }
+
+    pub fn member_list(&self) -> Vec<Member> {
+        self.membership.list()
+    }
+
+    /// `MemberAdd`: the new member's ID is derived from its peer URLs and the time, as etcd's.
+    pub async fn member_add(
+        &self,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    ) -> Result<(Member, Vec<Member>), ServerError> {
+        self.refuse_learner()?;
+        if peer_urls.is_empty() || peer_urls.iter().any(|u| !valid_peer_url(u)) {
+            return Err(ServerError::BadMemberUrls);
+        }
+        self.membership.check_add(&peer_urls, is_learner)?;
+        if self.strict_reconfig_check && !is_learner {
+            self.membership.check_quorum_after(1, None)?;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let id = member_id(&peer_urls, &now.to_string());
+        if self.membership.get(id).is_some() {
+            return Err(ServerError::MemberExists);
+        }
+        let member = Member {
+            id,
+            name: String::new(),
+            peer_ur_ls: peer_urls,
+            client_ur_ls: Vec::new(),
+            is_learner,
+        };
+        let change = if is_learner {
+            MembershipChange::AddLearner
+        } else {
+            MembershipChange::AddVoter
+        };
+        let members = self.propose_membership(change, member.clone()).await?;
+        Ok((member, members))
+    }
+
+    pub async fn member_remove(&self, id: u64) -> Result<Vec<Member>, ServerError> {
+        self.refuse_learner()?;
+        let member = self.membership.get(id).ok_or(ServerError::MemberNotFound)?;
+        if self.strict_reconfig_check && !member.is_learner {
+            self.membership.check_quorum_after(-1, Some(id))?;
+        }
+        self.propose_membership(MembershipChange::Remove, member)
+            .await
+    }
+
+    pub async fn member_update(
+        &self,
+        id: u64,
+        peer_urls: Vec<String>,
+    ) -> Result<Vec<Member>, ServerError> {
+        self.refuse_learner()?;
+        if peer_urls.is_empty() || peer_urls.iter().any(|u| !valid_peer_url(u)) {
+            return Err(ServerError::BadMemberUrls);
+        }
+        self.membership.get(id).ok_or(ServerError::MemberNotFound)?;
+        if self
+            .membership
+            .list()
+            .iter()
+            .any(|m| m.id != id && m.peer_ur_ls.iter().any(|u| peer_urls.contains(u)))
+        {
+            return Err(ServerError::PeerUrlExists);
+        }
+        let update = Member {
+            id,
+            peer_ur_ls: peer_urls,
+            ..Member::default()
+        };
+        match self
+            .propose(internal_request::Request::MemberAttributes(update))
+            .await?
+        {
+            Applied::Members(members) => Ok(members),
+            other => Err(ServerError::Internal(format!(
+                "the apply loop answered a member update with {other:?}"
+            ))),
+        }
+    }
+
+    /// `MemberPromote`: only a learner that holds nearly all of the leader's log, as etcd.
+    pub async fn member_promote(&self, id: u64) -> Result<Vec<Member>, ServerError> {
+        self.refuse_learner()?;
+        let member = self.membership.get(id).ok_or(ServerError::MemberNotFound)?;
+        if !member.is_learner {
+            return Err(ServerError::NotLearner);
+        }
+        let in_sync = self.learner_in_sync(id).await?;
+        if !in_sync {
+            return Err(ServerError::LearnerNotReady);
+        }
+        if self.strict_reconfig_check {
+            self.membership.check_quorum_after(1, None)?;
+        }
+        self.propose_membership(MembershipChange::AddVoter, member)
+            .await
+    }
+
+    /// Asks the leader (this member or, forwarded, another) whether learner `id` is in sync.
+    async fn learner_in_sync(&self, id: u64) -> Result<bool, ServerError> {
+        let leader = self.raft.leader();
+        if leader == 0 {
+            return Err(ServerError::NoLeader);
+        }
+        if leader != self.member_id {
+            return self
+                .transport
+                .forward_learner_in_sync(leader, id)
+                .await
+                .map_err(|e| match e {
+                    cairn_transport::TransportError::Rpc(status) => {
+                        ServerError::Internal(status.message().to_owned())
+                    }
+                    _ => ServerError::NoLeader,
+                });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.raft.learner_in_sync(
+            id,
+            LEARNER_READY_PERCENT,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(Some(in_sync))) => Ok(in_sync),
+            Ok(Ok(None)) => Err(ServerError::NotLeader),
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::Timeout),
+        }
+    }
+
+    /// `MoveLeader`: asked of the leader, hands leadership to voter `target` and waits until
+    /// it has taken over.
+    pub async fn move_leader(&self, target: u64) -> Result<(), ServerError> {
+        if self.raft.leader() != self.member_id {
+            return Err(ServerError::NotLeader);
+        }
+        let member = self
+            .membership
+            .get(target)
+            .ok_or(ServerError::BadLeaderTransferee)?;
+        if member.is_learner {
+            return Err(ServerError::BadLeaderTransferee);
+        }
+        if target == self.member_id {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + self.election_timeout * 3;
+        self.raft.transfer_leader(target)?;
+        while self.raft.leader() != target {
+            if tokio::time::Instant::now() > deadline {
+                return Err(ServerError::Timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
     }
 
     pub fn watch_hub(&self) -> &WatchHub {
@@ -495,10 +824,16 @@ fn spawn_lease_driver(
         .name("lease-driver".into())
         .spawn(move || {
             let mut last_checkpoint = std::time::Instant::now();
+            let mut leading = false;
             loop {
                 std::thread::sleep(LEASE_EXPIRY_CHECK);
                 if driver.raft.leader() != driver.member_id {
+                    leading = false;
                     continue;
+                }
+                if !leading {
+                    leading = true;
+                    driver.lessor.promote();
                 }
                 for id in driver.lessor.expired(std::time::Instant::now()) {
                     let revoke = internal_request::Request::LeaseRevoke(LeaseRevokeRequest { id });
@@ -530,24 +865,224 @@ fn spawn_lease_driver(
     Ok(())
 }
 
-/// The IDs a brand-new member takes from `--initial-cluster` and `--initial-cluster-token`.
-fn initial_ids(config: &ServerConfig) -> Result<(u64, u64), ServerError> {
-    let ids: Vec<(String, u64)> = config
+/// The backend received from the leader, waiting to be installed by the apply loop.
+pub(crate) const INCOMING_BACKEND: &str = "incoming.db";
+
+/// Who this member is in a cluster it is joining for the first time.
+struct Bootstrap {
+    member_id: u64,
+    cluster_id: u64,
+    /// The voters of a brand-new cluster; empty when joining (the leader's snapshot tells).
+    voters: Vec<u64>,
+    members: Vec<Member>,
+}
+
+/// A brand-new cluster: IDs derived from `--initial-cluster` and `--initial-cluster-token`
+/// exactly as etcd derives them, so every member computes the same.
+fn bootstrap_new(config: &ServerConfig) -> Result<Bootstrap, ServerError> {
+    let members: Vec<Member> = config
         .initial_cluster
         .iter()
-        .map(|(name, urls)| (name.clone(), member_id(urls, &config.initial_cluster_token)))
+        .map(|(name, urls)| Member {
+            id: member_id(urls, &config.initial_cluster_token),
+            name: name.clone(),
+            peer_ur_ls: urls.clone(),
+            // Each member publishes its own client URLs through raft once it has started.
+            client_ur_ls: Vec::new(),
+            is_learner: false,
+        })
         .collect();
-    let Some(&(_, own)) = ids.iter().find(|(name, _)| *name == config.name) else {
+    let Some(own) = members.iter().find(|m| m.name == config.name) else {
         return Err(ServerError::Internal(format!(
             "couldn't find local name {:?} in the initial cluster configuration",
             config.name
         )));
     };
-    if ids.len() > 1 {
+    let mut own_urls = own.peer_ur_ls.clone();
+    own_urls.sort();
+    let mut advertised = config.peer_urls.clone();
+    advertised.sort();
+    if !advertised.is_empty() && own_urls != advertised {
+        return Err(ServerError::Internal(format!(
+            "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={} (the URLs of this member must match)",
+            config.name,
+            own_urls.join(","),
+            advertised.join(",")
+        )));
+    }
+    let voters: Vec<u64> = members.iter().map(|m| m.id).collect();
+    let mut unique = voters.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    if unique.len() != voters.len() {
         return Err(ServerError::Internal(
-            "multi-member clusters are not supported yet (issue #4): give --initial-cluster one member".into(),
+            "--initial-cluster names the same peer URLs twice".into(),
         ));
     }
-    let member_ids: Vec<u64> = ids.iter().map(|(_, id)| *id).collect();
-    Ok((own, cluster_id(&member_ids)))
+    Ok(Bootstrap {
+        member_id: own.id,
+        cluster_id: cluster_id(&voters),
+        voters,
+        members,
+    })
+}
+
+/// `--initial-cluster-state=existing`: ask the running members who the cluster is; this
+/// member must already have been added (`member add`) with its peer URLs.
+async fn join_existing(config: &ServerConfig) -> Result<Bootstrap, ServerError> {
+    let peers: Vec<String> = config
+        .initial_cluster
+        .iter()
+        .filter(|(name, _)| *name != config.name)
+        .flat_map(|(_, urls)| urls.clone())
+        .collect();
+    if peers.is_empty() {
+        return Err(ServerError::Internal(
+            "--initial-cluster-state=existing needs the other members in --initial-cluster".into(),
+        ));
+    }
+    let response = cairn_transport::fetch_membership(&peers)
+        .await
+        .map_err(|e| {
+            ServerError::Internal(format!("cannot fetch the cluster from its members: {e}"))
+        })?;
+    let mut advertised = config.peer_urls.clone();
+    advertised.sort();
+    let own = response.members.iter().find(|m| {
+        let mut urls = m.peer_ur_ls.clone();
+        urls.sort();
+        urls == advertised
+    });
+    let Some(own) = own else {
+        return Err(ServerError::Internal(format!(
+            "cluster {:x} has no member with peer URLs {}: add it first with `member add`",
+            response.cluster_id,
+            advertised.join(",")
+        )));
+    };
+    Ok(Bootstrap {
+        member_id: own.id,
+        cluster_id: response.cluster_id,
+        voters: Vec::new(),
+        members: response.members.clone(),
+    })
+}
+
+/// etcd accepts http and https peer URLs with a host and a port.
+fn valid_peer_url(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let host_port = rest.trim_end_matches('/');
+    host_port
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
+/// What the peer transport asks of this member. It holds the server weakly: the server owns
+/// the transport.
+struct PeerFacade {
+    server: std::sync::OnceLock<std::sync::Weak<Server>>,
+    snap_dir: PathBuf,
+}
+
+/// How long a snapshot export waits for the state machine to catch up with the snapshot.
+const EXPORT_WAIT: Duration = Duration::from_secs(30);
+
+impl PeerFacade {
+    fn server(&self) -> Result<Arc<Server>, String> {
+        self.server
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .ok_or_else(|| "the server is not running".to_owned())
+    }
+}
+
+impl cairn_transport::LocalMember for PeerFacade {
+    fn export_backend(&self, index: u64) -> Result<PathBuf, String> {
+        let server = self.server()?;
+        let deadline = std::time::Instant::now() + EXPORT_WAIT;
+        while *server.applied.borrow() < index {
+            if std::time::Instant::now() > deadline {
+                return Err(format!("the state machine did not reach index {index}"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let path = self
+            .snap_dir
+            .join(format!("outgoing-{index}-{}.db", server.request_ids.next()));
+        server
+            .store
+            .export_to(&path)
+            .map_err(|e| format!("cannot export the backend: {e}"))?;
+        Ok(path)
+    }
+
+    fn incoming_backend_path(&self) -> PathBuf {
+        self.snap_dir.join(INCOMING_BACKEND)
+    }
+
+    fn membership(&self) -> MembershipResponse {
+        match self.server() {
+            Ok(server) => MembershipResponse {
+                cluster_id: server.cluster_id,
+                members: server.membership.list(),
+            },
+            Err(_) => MembershipResponse::default(),
+        }
+    }
+
+    fn lease_renew(&self, id: i64) -> Result<Option<i64>, String> {
+        self.server()?
+            .lease_renew_as_leader(id)
+            .map_err(|e| e.to_string())
+    }
+
+    fn learner_in_sync(&self, id: u64) -> Result<bool, String> {
+        let server = self.server()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        server
+            .raft
+            .learner_in_sync(
+                id,
+                LEARNER_READY_PERCENT,
+                Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            )
+            .map_err(|e| e.to_string())?;
+        match rx.recv_timeout(REQUEST_TIMEOUT) {
+            Ok(Some(in_sync)) => Ok(in_sync),
+            Ok(None) => Err(ServerError::NotLeader.to_string()),
+            Err(_) => Err(ServerError::Timeout.to_string()),
+        }
+    }
+}
+
+/// Publishes this member's name and client URLs through raft once a leader is known, as
+/// etcd does, so every member lists them (and `--strict-reconfig-check` counts it started).
+async fn publish_attributes(server: Arc<Server>, attributes: Member) {
+    loop {
+        let recorded = server.membership.get(attributes.id);
+        let current = recorded.as_ref().is_some_and(|m| {
+            m.name == attributes.name && m.client_ur_ls == attributes.client_ur_ls
+        });
+        if current {
+            return;
+        }
+        if recorded.is_some() && server.has_leader() && !server.raft.is_learner() {
+            let request = internal_request::Request::MemberAttributes(attributes.clone());
+            match server.propose(request).await {
+                Ok(_) => {
+                    tracing::info!(name = attributes.name, "published member attributes");
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot publish member attributes yet"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -1,0 +1,301 @@
+//! The peer transport: carries raft messages between the members of one cluster over HTTP/2
+//! (a gRPC service on `--listen-peer-urls`), streams a backend snapshot to a member that fell
+//! too far behind, and answers the few questions members ask each other directly (the
+//! membership, forwarded lease keep-alives).
+//!
+//! One stream per peer, dialled by the sender, reconnected with backoff; a message that
+//! cannot be delivered is dropped and raft is told the peer is unreachable, so raft's own
+//! retries take over. It knows raft messages but not what they carry: it must never depend
+//! on cairn-mvcc, cairn-server or cairn-api (the server plugs in through `LocalMember`).
+
+mod peer;
+mod service;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use cairn_proto::cairnpb::MembershipResponse;
+use cairn_proto::cairnpb::peer_client::PeerClient;
+use cairn_raft::{Message, MessageSink, MessageType, RaftNode};
+use tonic::transport::{Channel, Endpoint};
+
+pub use service::PeerService;
+
+/// The metadata key carrying the sender's cluster ID, in hex.
+pub const CLUSTER_ID_HEADER: &str = "cairn-cluster-id";
+/// The metadata key carrying the sender's member ID, in hex.
+pub const FROM_HEADER: &str = "cairn-from";
+
+/// Largest peer message accepted: a batch of raft entries up to raft's 1 MiB per message,
+/// many messages at once.
+const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the transport needs from the member it runs in.
+pub trait LocalMember: Send + Sync + 'static {
+    /// Writes a consistent copy of the backend, holding at least every entry up to `index`,
+    /// to a new file and returns its path. Blocking; the transport deletes the file after.
+    fn export_backend(&self, index: u64) -> Result<PathBuf, String>;
+    /// Where a backend received from the leader is put for the apply loop to install.
+    fn incoming_backend_path(&self) -> PathBuf;
+    /// This member's view of the cluster.
+    fn membership(&self) -> MembershipResponse;
+    /// A keep-alive forwarded by another member; only the leader answers. Some(TTL) if the
+    /// lease exists.
+    fn lease_renew(&self, id: i64) -> Result<Option<i64>, String>;
+    /// Whether learner `id` may be promoted; only the leader answers. Blocking.
+    fn learner_in_sync(&self, id: u64) -> Result<bool, String>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("invalid peer URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("member {0:x} is not a known peer")]
+    UnknownPeer(u64),
+    #[error("{0}")]
+    Rpc(#[from] tonic::Status),
+    #[error("no peer answered: {0}")]
+    Unreachable(String),
+}
+
+struct Peer {
+    urls: Vec<String>,
+    channel: Channel,
+    outbox: tokio::sync::mpsc::Sender<Message>,
+}
+
+/// The transport of one member: a sink for the Ready loop's messages and the server side
+/// of the peer protocol.
+pub struct PeerTransport {
+    local_id: u64,
+    cluster_id: u64,
+    peers: RwLock<HashMap<u64, Peer>>,
+    node: OnceLock<RaftNode>,
+    member: Arc<dyn LocalMember>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// A lazily connecting channel to the first of `urls`: a member advertises one peer URL in
+/// practice, and tonic reconnects by itself.
+fn lazy_channel(urls: &[String]) -> Result<Channel, TransportError> {
+    let url = urls.first().ok_or_else(|| TransportError::InvalidUrl {
+        url: String::new(),
+        reason: "a member needs at least one peer URL".into(),
+    })?;
+    let endpoint = Endpoint::from_shared(url.clone()).map_err(|e| TransportError::InvalidUrl {
+        url: url.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(endpoint
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(3))
+        .connect_lazy())
+}
+
+fn client(channel: Channel) -> PeerClient<Channel> {
+    PeerClient::new(channel)
+        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX)
+}
+
+impl PeerTransport {
+    /// Must be called inside a tokio runtime: peer tasks run on it.
+    pub fn new(local_id: u64, cluster_id: u64, member: Arc<dyn LocalMember>) -> Arc<PeerTransport> {
+        Arc::new(PeerTransport {
+            local_id,
+            cluster_id,
+            peers: RwLock::new(HashMap::new()),
+            node: OnceLock::new(),
+            member,
+            runtime: tokio::runtime::Handle::current(),
+        })
+    }
+
+    /// Connects the transport to the raft node it delivers to; once, before any traffic.
+    pub fn attach(&self, node: RaftNode) {
+        if self.node.set(node).is_err() {
+            tracing::warn!("the peer transport was attached to a raft node twice; kept the first");
+        }
+    }
+
+    fn node(&self) -> Option<&RaftNode> {
+        self.node.get()
+    }
+
+    /// The gRPC service to serve on the peer URLs.
+    pub fn service(self: &Arc<Self>) -> cairn_proto::cairnpb::peer_server::PeerServer<PeerService> {
+        cairn_proto::cairnpb::peer_server::PeerServer::new(PeerService::new(self.clone()))
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX)
+    }
+
+    /// Serves the peer protocol on each listener, in the background.
+    pub fn serve(self: &Arc<Self>, listeners: Vec<tokio::net::TcpListener>) {
+        for listener in listeners {
+            let service = self.service();
+            self.runtime.spawn(async move {
+                // Nagle would hold raft's small messages back; tonic's own option reaches
+                // only listeners it binds itself.
+                let incoming = tokio_stream::StreamExt::map(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    |accepted| {
+                        accepted.inspect(|socket| {
+                            let _ = socket.set_nodelay(true);
+                        })
+                    },
+                );
+                if let Err(e) = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming(incoming)
+                    .await
+                {
+                    tracing::error!(error = %e, "the peer listener stopped");
+                }
+            });
+        }
+    }
+
+    /// Adds `id` at `urls`, or points it at new URLs. The local member is never a peer.
+    pub fn set_peer(self: &Arc<Self>, id: u64, urls: Vec<String>) -> Result<(), TransportError> {
+        if id == self.local_id {
+            return Ok(());
+        }
+        let mut peers = self.peers.write().expect("peer map lock is never poisoned");
+        if peers.get(&id).is_some_and(|p| p.urls == urls) {
+            return Ok(());
+        }
+        let channel = lazy_channel(&urls)?;
+        let (outbox, messages) = tokio::sync::mpsc::channel(peer::OUTBOX_MESSAGES_MAX);
+        // Replacing the entry drops the old outbox, which ends the old peer task.
+        peers.insert(
+            id,
+            Peer {
+                urls,
+                channel: channel.clone(),
+                outbox,
+            },
+        );
+        self.runtime.spawn(peer::run_stream(
+            self.clone(),
+            id,
+            client(channel),
+            messages,
+        ));
+        Ok(())
+    }
+
+    pub fn remove_peer(&self, id: u64) {
+        self.peers
+            .write()
+            .expect("peer map lock is never poisoned")
+            .remove(&id);
+    }
+
+    fn peer_client(&self, id: u64) -> Result<PeerClient<Channel>, TransportError> {
+        let peers = self.peers.read().expect("peer map lock is never poisoned");
+        let peer = peers.get(&id).ok_or(TransportError::UnknownPeer(id))?;
+        Ok(client(peer.channel.clone()))
+    }
+
+    /// Forwards a lease keep-alive to `leader`; Some(TTL) if the lease exists.
+    pub async fn forward_lease_renew(
+        &self,
+        leader: u64,
+        id: i64,
+    ) -> Result<Option<i64>, TransportError> {
+        let mut client = self.peer_client(leader)?;
+        let mut request = tonic::Request::new(cairn_proto::cairnpb::LeaseRenewRequest { id });
+        self.identify(request.metadata_mut());
+        let response = client.lease_renew(request).await?.into_inner();
+        Ok(response.found.then_some(response.ttl))
+    }
+
+    /// Asks `leader` whether learner `member` is in sync with it.
+    pub async fn forward_learner_in_sync(
+        &self,
+        leader: u64,
+        member: u64,
+    ) -> Result<bool, TransportError> {
+        let mut client = self.peer_client(leader)?;
+        let mut request =
+            tonic::Request::new(cairn_proto::cairnpb::LearnerInSyncRequest { member });
+        self.identify(request.metadata_mut());
+        Ok(client.learner_in_sync(request).await?.into_inner().in_sync)
+    }
+
+    fn identify(&self, metadata: &mut tonic::metadata::MetadataMap) {
+        for (key, value) in [
+            (CLUSTER_ID_HEADER, format!("{:x}", self.cluster_id)),
+            (FROM_HEADER, format!("{:x}", self.local_id)),
+        ] {
+            metadata.insert(key, value.parse().expect("a hex number is valid metadata"));
+        }
+    }
+}
+
+/// Asks members at `urls` for the cluster they belong to: how a member started with
+/// `--initial-cluster-state=existing` learns its cluster ID and the other members.
+pub async fn fetch_membership(urls: &[String]) -> Result<MembershipResponse, TransportError> {
+    let mut failures = Vec::new();
+    for url in urls {
+        let channel = match Endpoint::from_shared(url.clone()) {
+            Ok(endpoint) => endpoint.connect_timeout(CONNECT_TIMEOUT).connect().await,
+            Err(e) => {
+                failures.push(format!("{url}: {e}"));
+                continue;
+            }
+        };
+        match channel {
+            Ok(channel) => match client(channel)
+                .membership(cairn_proto::cairnpb::MembershipRequest {})
+                .await
+            {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => failures.push(format!("{url}: {}", status.message())),
+            },
+            Err(e) => failures.push(format!("{url}: {e}")),
+        }
+    }
+    Err(TransportError::Unreachable(failures.join("; ")))
+}
+
+impl MessageSink for PeerTransport {
+    fn send(&self, messages: Vec<Message>) {
+        let peers = self.peers.read().expect("peer map lock is never poisoned");
+        for message in messages {
+            let to = message.to;
+            let Some(peer) = peers.get(&to) else {
+                tracing::debug!(
+                    to = format_args!("{to:x}"),
+                    "message to an unknown peer dropped"
+                );
+                continue;
+            };
+            if message.get_msg_type() == MessageType::MsgSnapshot {
+                let client = client(peer.channel.clone());
+                let Some(node) = self.node().cloned() else {
+                    continue;
+                };
+                self.runtime.spawn(peer::send_snapshot(
+                    self.member.clone(),
+                    node,
+                    client,
+                    message,
+                    self.cluster_id,
+                    self.local_id,
+                ));
+                continue;
+            }
+            if peer.outbox.try_send(message).is_err()
+                && let Some(node) = self.node()
+            {
+                node.report_unreachable(to);
+            }
+        }
+    }
+}
