@@ -128,6 +128,13 @@ pub static LEASE_KEEP_ALIVE: &[Def] = &[def("once", Kind::Bool, "false")];
 /// The `endpoint` command's persistent flags.
 pub static ENDPOINT: &[Def] = &[def("cluster", Kind::Bool, "false")];
 
+pub static MEMBER_ADD: &[Def] = &[
+    def("learner", Kind::Bool, "false"),
+    def("peer-urls", Kind::Str, ""),
+];
+
+pub static MEMBER_UPDATE: &[Def] = &[def("peer-urls", Kind::Str, "")];
+
 /// The commands cairnctl knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cmd {
@@ -147,6 +154,12 @@ pub enum Cmd {
     LeaseTimeToLive,
     LeaseList,
     LeaseKeepAlive,
+    Member,
+    MemberAdd,
+    MemberRemove,
+    MemberUpdate,
+    MemberList,
+    MemberPromote,
     Version,
     /// cobra's `help [command]`.
     Help,
@@ -164,6 +177,11 @@ impl Cmd {
             Cmd::Compaction => (vec![COMPACTION], vec![GLOBAL]),
             Cmd::Endpoint => (vec![ENDPOINT], vec![GLOBAL]),
             Cmd::EndpointHealth | Cmd::EndpointStatus => (vec![], vec![ENDPOINT, GLOBAL]),
+            Cmd::MemberAdd => (vec![MEMBER_ADD], vec![GLOBAL]),
+            Cmd::MemberUpdate => (vec![MEMBER_UPDATE], vec![GLOBAL]),
+            Cmd::Member | Cmd::MemberRemove | Cmd::MemberList | Cmd::MemberPromote => {
+                (vec![], vec![GLOBAL])
+            }
             Cmd::Watch => (vec![WATCH], vec![GLOBAL]),
             Cmd::LeaseTimeToLive => (vec![LEASE_TIMETOLIVE], vec![GLOBAL]),
             Cmd::LeaseKeepAlive => (vec![LEASE_KEEP_ALIVE], vec![GLOBAL]),
@@ -193,6 +211,12 @@ impl Cmd {
             Cmd::LeaseTimeToLive => include_str!("usage/lease_timetolive.txt"),
             Cmd::LeaseList => include_str!("usage/lease_list.txt"),
             Cmd::LeaseKeepAlive => include_str!("usage/lease_keep_alive.txt"),
+            Cmd::Member => include_str!("usage/member.txt"),
+            Cmd::MemberAdd => include_str!("usage/member_add.txt"),
+            Cmd::MemberRemove => include_str!("usage/member_remove.txt"),
+            Cmd::MemberUpdate => include_str!("usage/member_update.txt"),
+            Cmd::MemberList => include_str!("usage/member_list.txt"),
+            Cmd::MemberPromote => include_str!("usage/member_promote.txt"),
             Cmd::Version => include_str!("usage/version.txt"),
         }
     }
@@ -229,6 +253,9 @@ const ROOT_COMMANDS: &[&str] = &[
 
 /// `endpoint`'s subcommands.
 const ENDPOINT_COMMANDS: &[&str] = &["health", "status", "hashkv"];
+
+/// `member`'s subcommands, in the order etcdctl adds them.
+const MEMBER_COMMANDS: &[&str] = &["add", "remove", "update", "list", "promote"];
 
 /// `lease`'s subcommands, in the order etcdctl adds them.
 const LEASE_COMMANDS: &[&str] = &["grant", "revoke", "timetolive", "list", "keep-alive"];
@@ -276,6 +303,14 @@ fn find(words: &[String]) -> Result<(Cmd, usize), Option<String>> {
             Some("status") => (Cmd::EndpointStatus, 2),
             Some(other) => return Err(Some(format!("endpoint {other}"))),
             None => (Cmd::Endpoint, 1),
+        },
+        "member" => match words.get(1).and_then(|w| find_next(w, MEMBER_COMMANDS)) {
+            Some("add") => (Cmd::MemberAdd, 2),
+            Some("remove") => (Cmd::MemberRemove, 2),
+            Some("update") => (Cmd::MemberUpdate, 2),
+            Some("list") => (Cmd::MemberList, 2),
+            Some("promote") => (Cmd::MemberPromote, 2),
+            _ => (Cmd::Member, 1),
         },
         other => return Err(Some(other.to_string())),
     })
@@ -507,7 +542,12 @@ pub struct Parsed {
 
 /// cobra's `Find`: the command words among `args`, skipping flags and their values.
 fn command_words(args: &[String]) -> Vec<String> {
-    let all: Vec<&Def> = GLOBAL.iter().chain(ENDPOINT).chain([&HELP]).collect();
+    let all: Vec<&Def> = GLOBAL
+        .iter()
+        .chain(ENDPOINT)
+        .chain(MEMBER_ADD)
+        .chain([&HELP])
+        .collect();
     let takes_value = |name: &str| {
         all.iter()
             .find(|d| d.name == name)
@@ -734,6 +774,8 @@ mod tests {
         assert_eq!(cmd(&["t"]).unwrap().0, Cmd::Txn);
         assert_eq!(cmd(&["endpoint", "st"]).unwrap().0, Cmd::EndpointStatus);
         assert_eq!(cmd(&["endpoint", "h"]).unwrap().0, Cmd::Endpoint);
+        assert_eq!(cmd(&["member", "p", "1"]).unwrap().0, Cmd::MemberPromote);
+        assert_eq!(cmd(&["member", "bogus"]).unwrap().0, Cmd::Member);
         assert_eq!(
             cmd(&["de"]).unwrap_err(),
             ParseError::UnknownCommand("de".into())

@@ -8,6 +8,7 @@ mod client;
 mod commands;
 mod flags;
 mod gofmt;
+mod peer_urls;
 mod printer;
 mod txn_syntax;
 
@@ -99,7 +100,12 @@ fn run(args: Vec<String>, env: Vec<(String, String)>) -> i32 {
     if parsed.cmd == Cmd::Help && !parsed.flags.bool("help") {
         return help(&parsed.args);
     }
-    if parsed.flags.bool("help") || matches!(parsed.cmd, Cmd::Root | Cmd::Endpoint | Cmd::Lease) {
+    if parsed.flags.bool("help")
+        || matches!(
+            parsed.cmd,
+            Cmd::Root | Cmd::Endpoint | Cmd::Lease | Cmd::Member
+        )
+    {
         commands::stdout(parsed.cmd.usage().as_bytes());
         return exit::SUCCESS;
     }
@@ -131,13 +137,20 @@ fn run(args: Vec<String>, env: Vec<(String, String)>) -> i32 {
             Cmd::Txn => commands::txn::txn(&mut ctx).await,
             Cmd::EndpointHealth => commands::endpoint::health(&mut ctx).await,
             Cmd::EndpointStatus => commands::endpoint::status(&mut ctx).await,
+            Cmd::MemberAdd => commands::member::add(&mut ctx).await,
+            Cmd::MemberRemove => commands::member::remove(&mut ctx).await,
+            Cmd::MemberUpdate => commands::member::update(&mut ctx).await,
+            Cmd::MemberList => commands::member::list(&mut ctx).await,
+            Cmd::MemberPromote => commands::member::promote(&mut ctx).await,
             Cmd::Watch => commands::watch::watch(&mut ctx).await,
             Cmd::LeaseGrant => commands::lease::grant(&mut ctx).await,
             Cmd::LeaseRevoke => commands::lease::revoke(&mut ctx).await,
             Cmd::LeaseTimeToLive => commands::lease::timetolive(&mut ctx).await,
             Cmd::LeaseList => commands::lease::list(&mut ctx).await,
             Cmd::LeaseKeepAlive => commands::lease::keep_alive(&mut ctx).await,
-            Cmd::Root | Cmd::Endpoint | Cmd::Lease | Cmd::Version | Cmd::Help => Ok(()),
+            Cmd::Root | Cmd::Endpoint | Cmd::Lease | Cmd::Member | Cmd::Version | Cmd::Help => {
+                Ok(())
+            }
         }
     });
     // Do not wait for connections still being set up in the background.

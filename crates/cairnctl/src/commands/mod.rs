@@ -5,6 +5,7 @@
 pub mod endpoint;
 pub mod kv;
 pub mod lease;
+pub mod member;
 pub mod txn;
 pub mod watch;
 

@@ -3,8 +3,8 @@
 use cairn_proto::etcdserverpb::response_op::Response;
 use cairn_proto::etcdserverpb::{
     DeleteRangeResponse, LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse,
-    LeaseRevokeResponse, LeaseTimeToLiveResponse, PutResponse, RangeResponse, ResponseHeader,
-    TxnResponse, WatchResponse,
+    LeaseRevokeResponse, LeaseTimeToLiveResponse, MemberListResponse, PutResponse, RangeResponse,
+    ResponseHeader, TxnResponse, WatchResponse,
 };
 use cairn_proto::mvccpb::KeyValue;
 
@@ -147,6 +147,28 @@ pub fn leases(r: &LeaseLeasesResponse) -> Vec<u8> {
     for l in &r.leases {
         out.extend_from_slice(format!("\"ID\" : {}\n", l.id).as_bytes());
     }
+    out
+}
+
+pub fn member_list(r: &MemberListResponse) -> Vec<u8> {
+    let mut out = Vec::new();
+    hdr(&mut out, &r.header);
+    let mut lines = String::new();
+    for m in &r.members {
+        lines.push_str(&format!(
+            "\"ID\" : {}\n\"Name\" : {}\n",
+            m.id,
+            gofmt::quote_str(&m.name)
+        ));
+        for u in &m.peer_ur_ls {
+            lines.push_str(&format!("\"PeerURL\" : {}\n", gofmt::quote_str(u)));
+        }
+        for u in &m.client_ur_ls {
+            lines.push_str(&format!("\"ClientURL\" : {}\n", gofmt::quote_str(u)));
+        }
+        lines.push_str(&format!("\"IsLearner\" : {}\n\n", m.is_learner));
+    }
+    out.extend_from_slice(lines.as_bytes());
     out
 }
 
@@ -303,6 +325,31 @@ mod tests {
 "RaftAppliedIndex" : 39
 "Errors" : []
 "Endpoint" : "127.0.0.1:23790"
+
+"#
+        );
+    }
+
+    /// Verified against etcdctl 3.4.23 (`member list -w fields`).
+    #[test]
+    fn member_list_fields() {
+        assert_eq!(
+            String::from_utf8(member_list(&td::member_list())).unwrap(),
+            r#""ClusterID" : 7266900810802666328
+"MemberID" : 4627081221937520288
+"Revision" : 0
+"RaftTerm" : 2
+"ID" : 4627081221937520288
+"Name" : "m1"
+"PeerURL" : "http://127.0.0.1:23801"
+"ClientURL" : "http://127.0.0.1:23791"
+"IsLearner" : false
+
+"ID" : 13227418286370388827
+"Name" : ""
+"PeerURL" : "http://127.0.0.1:23804"
+"PeerURL" : "http://127.0.0.1:23805"
+"IsLearner" : true
 
 "#
         );

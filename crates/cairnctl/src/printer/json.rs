@@ -7,8 +7,8 @@ use base64::engine::general_purpose::STANDARD;
 use cairn_proto::etcdserverpb::response_op::Response;
 use cairn_proto::etcdserverpb::{
     DeleteRangeResponse, LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse,
-    LeaseRevokeResponse, LeaseTimeToLiveResponse, PutResponse, RangeResponse, ResponseHeader,
-    StatusResponse, TxnResponse, WatchResponse,
+    LeaseRevokeResponse, LeaseTimeToLiveResponse, Member, MemberAddResponse, MemberListResponse,
+    PutResponse, RangeResponse, ResponseHeader, StatusResponse, TxnResponse, WatchResponse,
 };
 use cairn_proto::mvccpb::{Event, KeyValue};
 
@@ -280,6 +280,40 @@ pub fn endpoint_status(st: &[EpStatus]) -> String {
     format!("[{}]", items.join(","))
 }
 
+fn strings(v: &[String]) -> Vec<String> {
+    v.iter().map(|s| gofmt::json_string(s)).collect()
+}
+
+fn member(m: &Member) -> String {
+    Obj::new()
+        .int("ID", m.id.into())
+        .string("name", &m.name)
+        .list("peerURLs", strings(&m.peer_ur_ls))
+        .list("clientURLs", strings(&m.client_ur_ls))
+        .boolean("isLearner", m.is_learner)
+        .done()
+}
+
+/// A response of a header and the members: `MemberList`, `MemberRemove`, `MemberUpdate`.
+pub fn members(h: &Option<ResponseHeader>, members: &[Member]) -> String {
+    Obj::new()
+        .opt("header", header(h))
+        .list("members", members.iter().map(member).collect())
+        .done()
+}
+
+pub fn member_list(r: &MemberListResponse) -> String {
+    members(&r.header, &r.members)
+}
+
+pub fn member_add(r: &MemberAddResponse) -> String {
+    Obj::new()
+        .opt("header", header(&r.header))
+        .opt("member", r.member.as_ref().map(member))
+        .list("members", r.members.iter().map(member).collect())
+        .done()
+}
+
 pub fn endpoint_health(hs: &[EpHealth]) -> String {
     let items: Vec<String> = hs
         .iter()
@@ -388,6 +422,16 @@ mod tests {
         assert_eq!(
             endpoint_health(&hs),
             r#"[{"endpoint":"127.0.0.1:1","health":false,"took":"5.001265972s","error":"context deadline exceeded"}]"#
+        );
+    }
+
+    /// etcdctl 3.4.23's `member list -w json`: `omitempty` drops the unstarted member's
+    /// name and client URLs and the voter's `isLearner`.
+    #[test]
+    fn member_list_response() {
+        assert_eq!(
+            member_list(&td::member_list()),
+            r#"{"header":{"cluster_id":7266900810802666328,"member_id":4627081221937520288,"raft_term":2},"members":[{"ID":4627081221937520288,"name":"m1","peerURLs":["http://127.0.0.1:23801"],"clientURLs":["http://127.0.0.1:23791"]},{"ID":13227418286370388827,"peerURLs":["http://127.0.0.1:23804","http://127.0.0.1:23805"],"isLearner":true}]}"#
         );
     }
 

@@ -3,11 +3,12 @@
 use cairn_proto::etcdserverpb::response_op::Response;
 use cairn_proto::etcdserverpb::{
     DeleteRangeResponse, LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse,
-    LeaseTimeToLiveResponse, PutResponse, RangeResponse, TxnResponse, WatchResponse,
+    LeaseTimeToLiveResponse, MemberAddResponse, MemberListResponse, PutResponse, RangeResponse,
+    ResponseHeader, TxnResponse, WatchResponse,
 };
 use cairn_proto::mvccpb::KeyValue;
 
-use super::{EpHealth, EpStatus, Printer, endpoint_status_rows};
+use super::{EpHealth, EpStatus, Printer, endpoint_status_rows, member_list_rows};
 use crate::gofmt;
 
 /// `printKV`: key and value on their own lines, raw bytes or `\xNN` with `--hex`.
@@ -180,14 +181,35 @@ pub fn endpoint_health(hs: &[EpHealth]) -> Vec<u8> {
     out.into_bytes()
 }
 
-pub fn endpoint_status(st: &[EpStatus]) -> Vec<u8> {
-    let (_, rows) = endpoint_status_rows(st);
+/// A table's rows as lines of comma-separated cells.
+fn rows(rows: Vec<Vec<String>>) -> Vec<u8> {
     let mut out = String::new();
     for row in rows {
         out.push_str(&row.join(", "));
         out.push('\n');
     }
     out.into_bytes()
+}
+
+pub fn endpoint_status(st: &[EpStatus]) -> Vec<u8> {
+    rows(endpoint_status_rows(st).1)
+}
+
+pub fn member_list(r: &MemberListResponse) -> Vec<u8> {
+    rows(member_list_rows(&r.members).1)
+}
+
+/// Member IDs go through Go's `%16x`: padded with spaces, not zeroes.
+pub fn member_add(r: &MemberAddResponse) -> Vec<u8> {
+    let id = r.member.as_ref().map(|m| m.id).unwrap_or_default();
+    let cluster_id = r.header.map(|h| h.cluster_id).unwrap_or_default();
+    format!("Member {id:16x} added to cluster {cluster_id:16x}\n").into_bytes()
+}
+
+/// `Member <id> removed from|updated in|promoted in cluster <cluster id>`.
+pub fn member_changed(id: u64, change: &str, header: &Option<ResponseHeader>) -> Vec<u8> {
+    let cluster_id = header.map(|h| h.cluster_id).unwrap_or_default();
+    format!("Member {id:16x} {change} cluster {cluster_id:16x}\n").into_bytes()
 }
 
 #[cfg(test)]
@@ -294,6 +316,36 @@ mod tests {
         assert_eq!(
             String::from_utf8(txn(&P, &r)).unwrap(),
             "SUCCESS\n\nOK\n\nb\n2\n\n0\n"
+        );
+    }
+
+    /// etcdctl 3.4.23's lines; its `%16x` pads a short member ID with spaces.
+    #[test]
+    fn members() {
+        let header = Some(ResponseHeader {
+            cluster_id: 0x64d937c925e41b58,
+            ..Default::default()
+        });
+        let added = MemberAddResponse {
+            header,
+            member: Some(cairn_proto::etcdserverpb::Member {
+                id: 0x14b0fb79d3ce6e5,
+                ..Default::default()
+            }),
+            members: vec![],
+        };
+        assert_eq!(
+            String::from_utf8(member_add(&added)).unwrap(),
+            "Member  14b0fb79d3ce6e5 added to cluster 64d937c925e41b58\n"
+        );
+        assert_eq!(
+            String::from_utf8(member_changed(0xb7913ad97e9cfb5b, "promoted in", &header)).unwrap(),
+            "Member b7913ad97e9cfb5b promoted in cluster 64d937c925e41b58\n"
+        );
+        assert_eq!(
+            String::from_utf8(member_list(&td::member_list())).unwrap(),
+            "4036b1db24775ea0, started, m1, http://127.0.0.1:23801, http://127.0.0.1:23791, false\n\
+             b7913ad97e9cfb5b, unstarted, , http://127.0.0.1:23804,http://127.0.0.1:23805, , true\n"
         );
     }
 

@@ -2,7 +2,9 @@
 //! headers, cells aligned right, `+---+` borders, cells wider than 30 columns wrapped at
 //! spaces with tablewriter's minimum-raggedness line breaking).
 
-use super::{EpHealth, EpStatus, endpoint_health_rows, endpoint_status_rows};
+use cairn_proto::etcdserverpb::MemberListResponse;
+
+use super::{EpHealth, EpStatus, endpoint_health_rows, endpoint_status_rows, member_list_rows};
 
 fn width(s: &str) -> usize {
     s.chars().count()
@@ -143,6 +145,11 @@ pub fn endpoint_status(st: &[EpStatus]) -> Vec<u8> {
     render(&hdr, &rows)
 }
 
+pub fn member_list(r: &MemberListResponse) -> Vec<u8> {
+    let (hdr, rows) = member_list_rows(&r.members);
+    render(&hdr, &rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testdata as td;
@@ -211,6 +218,22 @@ mod tests {
         assert_eq!(
             wrap_words(&["aaaa", "bbbbbb", "c"], 7),
             vec!["aaaa", "bbbbbb", "c"]
+        );
+    }
+
+    /// Verified against etcdctl 3.4.23 (`member list -w table`).
+    #[test]
+    fn member_table() {
+        assert_eq!(
+            String::from_utf8(member_list(&td::member_list())).unwrap(),
+            "\
++------------------+-----------+------+-----------------------------------------------+------------------------+------------+
+|        ID        |  STATUS   | NAME |                  PEER ADDRS                   |      CLIENT ADDRS      | IS LEARNER |
++------------------+-----------+------+-----------------------------------------------+------------------------+------------+
+| 4036b1db24775ea0 |   started |   m1 |                        http://127.0.0.1:23801 | http://127.0.0.1:23791 |      false |
+| b7913ad97e9cfb5b | unstarted |      | http://127.0.0.1:23804,http://127.0.0.1:23805 |                        |       true |
++------------------+-----------+------+-----------------------------------------------+------------------------+------------+
+"
         );
     }
 
