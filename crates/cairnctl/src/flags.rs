@@ -128,6 +128,8 @@ pub static LEASE_KEEP_ALIVE: &[Def] = &[def("once", Kind::Bool, "false")];
 /// The `endpoint` command's persistent flags.
 pub static ENDPOINT: &[Def] = &[def("cluster", Kind::Bool, "false")];
 
+pub static ENDPOINT_HASHKV: &[Def] = &[def("rev", Kind::Int, "0")];
+
 pub static MEMBER_ADD: &[Def] = &[
     def("learner", Kind::Bool, "false"),
     def("peer-urls", Kind::Str, ""),
@@ -147,6 +149,7 @@ pub enum Cmd {
     Endpoint,
     EndpointHealth,
     EndpointStatus,
+    EndpointHashKv,
     Watch,
     Lease,
     LeaseGrant,
@@ -177,6 +180,7 @@ impl Cmd {
             Cmd::Compaction => (vec![COMPACTION], vec![GLOBAL]),
             Cmd::Endpoint => (vec![ENDPOINT], vec![GLOBAL]),
             Cmd::EndpointHealth | Cmd::EndpointStatus => (vec![], vec![ENDPOINT, GLOBAL]),
+            Cmd::EndpointHashKv => (vec![ENDPOINT_HASHKV], vec![ENDPOINT, GLOBAL]),
             Cmd::MemberAdd => (vec![MEMBER_ADD], vec![GLOBAL]),
             Cmd::MemberUpdate => (vec![MEMBER_UPDATE], vec![GLOBAL]),
             Cmd::Member | Cmd::MemberRemove | Cmd::MemberList | Cmd::MemberPromote => {
@@ -204,6 +208,7 @@ impl Cmd {
             Cmd::Endpoint => include_str!("usage/endpoint.txt"),
             Cmd::EndpointHealth => include_str!("usage/endpoint_health.txt"),
             Cmd::EndpointStatus => include_str!("usage/endpoint_status.txt"),
+            Cmd::EndpointHashKv => include_str!("usage/endpoint_hashkv.txt"),
             Cmd::Watch => include_str!("usage/watch.txt"),
             Cmd::Lease => include_str!("usage/lease.txt"),
             Cmd::LeaseGrant => include_str!("usage/lease_grant.txt"),
@@ -301,8 +306,8 @@ fn find(words: &[String]) -> Result<(Cmd, usize), Option<String>> {
         "endpoint" => match words.get(1).and_then(|w| find_next(w, ENDPOINT_COMMANDS)) {
             Some("health") => (Cmd::EndpointHealth, 2),
             Some("status") => (Cmd::EndpointStatus, 2),
-            Some(other) => return Err(Some(format!("endpoint {other}"))),
-            None => (Cmd::Endpoint, 1),
+            Some("hashkv") => (Cmd::EndpointHashKv, 2),
+            _ => (Cmd::Endpoint, 1),
         },
         "member" => match words.get(1).and_then(|w| find_next(w, MEMBER_COMMANDS)) {
             Some("add") => (Cmd::MemberAdd, 2),
@@ -774,6 +779,7 @@ mod tests {
         assert_eq!(cmd(&["t"]).unwrap().0, Cmd::Txn);
         assert_eq!(cmd(&["endpoint", "st"]).unwrap().0, Cmd::EndpointStatus);
         assert_eq!(cmd(&["endpoint", "h"]).unwrap().0, Cmd::Endpoint);
+        assert_eq!(cmd(&["endpoint", "ha"]).unwrap().0, Cmd::EndpointHashKv);
         assert_eq!(cmd(&["member", "p", "1"]).unwrap().0, Cmd::MemberPromote);
         assert_eq!(cmd(&["member", "bogus"]).unwrap().0, Cmd::Member);
         assert_eq!(

@@ -137,6 +137,7 @@ fn run(args: Vec<String>, env: Vec<(String, String)>) -> i32 {
             Cmd::Txn => commands::txn::txn(&mut ctx).await,
             Cmd::EndpointHealth => commands::endpoint::health(&mut ctx).await,
             Cmd::EndpointStatus => commands::endpoint::status(&mut ctx).await,
+            Cmd::EndpointHashKv => commands::endpoint::hashkv(&mut ctx).await,
             Cmd::MemberAdd => commands::member::add(&mut ctx).await,
             Cmd::MemberRemove => commands::member::remove(&mut ctx).await,
             Cmd::MemberUpdate => commands::member::update(&mut ctx).await,

@@ -1,15 +1,16 @@
-//! `endpoint health` and `endpoint status` (with `--cluster`: every member's client URLs).
+//! `endpoint health`, `endpoint status` and `endpoint hashkv` (with `--cluster`: every
+//! member's client URLs).
 
 use std::time::Instant;
 
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use cairn_proto::etcdserverpb::{MemberListRequest, RangeRequest, StatusRequest};
+use cairn_proto::etcdserverpb::{HashKvRequest, MemberListRequest, RangeRequest, StatusRequest};
 
 use super::{Ctx, stderr, stdout};
 use crate::client::Client;
-use crate::printer::{EpHealth, EpStatus};
+use crate::printer::{EpHashKv, EpHealth, EpStatus};
 use crate::{Fail, exit};
 
 /// etcdctl's `endpointsFromCluster`.
@@ -128,4 +129,34 @@ pub async fn status(ctx: &mut Ctx) -> Result<(), Fail> {
         });
     }
     Ok(())
+}
+
+pub async fn hashkv(ctx: &mut Ctx) -> Result<(), Fail> {
+    let (_client, printer) = ctx.must_client()?;
+    let endpoints = endpoints_from_cluster(ctx).await?;
+    let revision = ctx.flags.int("rev");
+    let mut list = Vec::new();
+    let mut last_failure = None;
+    for ep in endpoints {
+        let mut client = Client::passthrough(&ep, ctx.dial_timeout());
+        let resp = client
+            .unary(ctx.command_timeout(), |ch| async move {
+                MaintenanceClient::new(ch)
+                    .hash_kv(HashKvRequest { revision })
+                    .await
+            })
+            .await;
+        match resp {
+            Ok(resp) => list.push(EpHashKv { ep, resp }),
+            Err(f) => {
+                stderr(format!("Failed to get the hash of endpoint {ep} ({})\n", f.msg).as_bytes());
+                last_failure = Some(f);
+            }
+        }
+    }
+    stdout(&printer.endpoint_hashkv(&list)?);
+    match last_failure {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
 }

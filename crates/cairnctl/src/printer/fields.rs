@@ -8,7 +8,7 @@ use cairn_proto::etcdserverpb::{
 };
 use cairn_proto::mvccpb::KeyValue;
 
-use super::{EpHealth, EpStatus};
+use super::{EpHashKv, EpHealth, EpStatus};
 use crate::gofmt;
 
 fn kv(out: &mut Vec<u8>, pfx: &str, kv: &KeyValue) {
@@ -169,6 +169,22 @@ pub fn member_list(r: &MemberListResponse) -> Vec<u8> {
         lines.push_str(&format!("\"IsLearner\" : {}\n\n", m.is_learner));
     }
     out.extend_from_slice(lines.as_bytes());
+    out
+}
+
+pub fn endpoint_hashkv(hs: &[EpHashKv]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for h in hs {
+        hdr(&mut out, &h.resp.header);
+        out.extend_from_slice(
+            format!(
+                "\"Endpoint\" : {}\n\"Hash\" : {}\n\n",
+                gofmt::quote_str(&h.ep),
+                h.resp.hash
+            )
+            .as_bytes(),
+        );
+    }
     out
 }
 

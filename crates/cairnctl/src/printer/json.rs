@@ -6,13 +6,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use cairn_proto::etcdserverpb::response_op::Response;
 use cairn_proto::etcdserverpb::{
-    DeleteRangeResponse, LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse,
-    LeaseRevokeResponse, LeaseTimeToLiveResponse, Member, MemberAddResponse, MemberListResponse,
-    PutResponse, RangeResponse, ResponseHeader, StatusResponse, TxnResponse, WatchResponse,
+    DeleteRangeResponse, HashKvResponse, LeaseGrantResponse, LeaseKeepAliveResponse,
+    LeaseLeasesResponse, LeaseRevokeResponse, LeaseTimeToLiveResponse, Member, MemberAddResponse,
+    MemberListResponse, PutResponse, RangeResponse, ResponseHeader, StatusResponse, TxnResponse,
+    WatchResponse,
 };
 use cairn_proto::mvccpb::{Event, KeyValue};
 
-use super::{EpHealth, EpStatus};
+use super::{EpHashKv, EpHealth, EpStatus};
 use crate::gofmt;
 
 /// A JSON object being written, with `omitempty` helpers.
@@ -280,6 +281,27 @@ pub fn endpoint_status(st: &[EpStatus]) -> String {
     format!("[{}]", items.join(","))
 }
 
+fn hashkv(r: &HashKvResponse) -> String {
+    Obj::new()
+        .opt("header", header(&r.header))
+        .int("hash", r.hash.into())
+        .int("compact_revision", r.compact_revision.into())
+        .done()
+}
+
+pub fn endpoint_hashkv(hs: &[EpHashKv]) -> String {
+    let items: Vec<String> = hs
+        .iter()
+        .map(|h| {
+            Obj::new()
+                .raw("Endpoint", gofmt::json_string(&h.ep))
+                .raw("HashKV", hashkv(&h.resp))
+                .done()
+        })
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
 fn strings(v: &[String]) -> Vec<String> {
     v.iter().map(|s| gofmt::json_string(s)).collect()
 }
@@ -422,6 +444,25 @@ mod tests {
         assert_eq!(
             endpoint_health(&hs),
             r#"[{"endpoint":"127.0.0.1:1","health":false,"took":"5.001265972s","error":"context deadline exceeded"}]"#
+        );
+    }
+
+    /// etcdctl 3.4.23's `endpoint hashkv -w json`; it knows nothing of etcd 3.6's
+    /// `hash_revision`.
+    #[test]
+    fn hashkv_response() {
+        let hs = [EpHashKv {
+            ep: "127.0.0.1:23791".into(),
+            resp: HashKvResponse {
+                header: td::header(1),
+                hash: 1084519789,
+                compact_revision: -1,
+                hash_revision: 1,
+            },
+        }];
+        assert_eq!(
+            endpoint_hashkv(&hs),
+            r#"[{"Endpoint":"127.0.0.1:23791","HashKV":{"header":{"cluster_id":324952591200643719,"member_id":3319814642761637952,"revision":1,"raft_term":2},"hash":1084519789,"compact_revision":-1}}]"#
         );
     }
 

@@ -11,10 +11,10 @@ pub use simple::event_type;
 use std::time::Duration;
 
 use cairn_proto::etcdserverpb::{
-    DeleteRangeResponse, LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse,
-    LeaseRevokeResponse, LeaseTimeToLiveResponse, Member, MemberAddResponse, MemberListResponse,
-    MemberPromoteResponse, MemberRemoveResponse, MemberUpdateResponse, PutResponse, RangeResponse,
-    ResponseHeader, StatusResponse, TxnResponse, WatchResponse,
+    DeleteRangeResponse, HashKvResponse, LeaseGrantResponse, LeaseKeepAliveResponse,
+    LeaseLeasesResponse, LeaseRevokeResponse, LeaseTimeToLiveResponse, Member, MemberAddResponse,
+    MemberListResponse, MemberPromoteResponse, MemberRemoveResponse, MemberUpdateResponse,
+    PutResponse, RangeResponse, ResponseHeader, StatusResponse, TxnResponse, WatchResponse,
 };
 use prost::Message;
 
@@ -74,6 +74,13 @@ pub struct EpHealth {
 pub struct EpStatus {
     pub ep: String,
     pub resp: StatusResponse,
+}
+
+/// One `endpoint hashkv` result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpHashKv {
+    pub ep: String,
+    pub resp: HashKvResponse,
 }
 
 /// What etcdctl 3.4.23 does where its printer has no method for a response (`member
@@ -278,6 +285,16 @@ impl Printer {
         })
     }
 
+    pub fn endpoint_hashkv(&self, hs: &[EpHashKv]) -> Result<Vec<u8>, Fail> {
+        Ok(match self.format {
+            Format::Simple => simple::endpoint_hashkv(hs),
+            Format::Json => json::line(json::endpoint_hashkv(hs)),
+            Format::Fields => fields::endpoint_hashkv(hs),
+            Format::Table => table::endpoint_hashkv(hs),
+            Format::Protobuf => return Err(self.format.unsupported()),
+        })
+    }
+
     pub fn member_list(&self, r: &MemberListResponse) -> Result<Vec<u8>, Fail> {
         Ok(match self.format {
             Format::Simple => simple::member_list(r),
@@ -377,6 +394,16 @@ fn member_list_rows(members: &[Member]) -> (Vec<&'static str>, Vec<Vec<String>>)
                 m.is_learner.to_string(),
             ]
         })
+        .collect();
+    (hdr, rows)
+}
+
+/// `makeEndpointHashKVTable`.
+fn endpoint_hashkv_rows(hs: &[EpHashKv]) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let hdr = vec!["endpoint", "hash"];
+    let rows = hs
+        .iter()
+        .map(|h| vec![h.ep.clone(), h.resp.hash.to_string()])
         .collect();
     (hdr, rows)
 }

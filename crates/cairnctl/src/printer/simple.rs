@@ -8,7 +8,10 @@ use cairn_proto::etcdserverpb::{
 };
 use cairn_proto::mvccpb::KeyValue;
 
-use super::{EpHealth, EpStatus, Printer, endpoint_status_rows, member_list_rows};
+use super::{
+    EpHashKv, EpHealth, EpStatus, Printer, endpoint_hashkv_rows, endpoint_status_rows,
+    member_list_rows,
+};
 use crate::gofmt;
 
 /// `printKV`: key and value on their own lines, raw bytes or `\xNN` with `--hex`.
@@ -193,6 +196,10 @@ fn rows(rows: Vec<Vec<String>>) -> Vec<u8> {
 
 pub fn endpoint_status(st: &[EpStatus]) -> Vec<u8> {
     rows(endpoint_status_rows(st).1)
+}
+
+pub fn endpoint_hashkv(hs: &[EpHashKv]) -> Vec<u8> {
+    rows(endpoint_hashkv_rows(hs).1)
 }
 
 pub fn member_list(r: &MemberListResponse) -> Vec<u8> {

@@ -4,7 +4,10 @@
 
 use cairn_proto::etcdserverpb::MemberListResponse;
 
-use super::{EpHealth, EpStatus, endpoint_health_rows, endpoint_status_rows, member_list_rows};
+use super::{
+    EpHashKv, EpHealth, EpStatus, endpoint_hashkv_rows, endpoint_health_rows, endpoint_status_rows,
+    member_list_rows,
+};
 
 fn width(s: &str) -> usize {
     s.chars().count()
@@ -142,6 +145,11 @@ pub fn endpoint_health(hs: &[EpHealth]) -> Vec<u8> {
 
 pub fn endpoint_status(st: &[EpStatus]) -> Vec<u8> {
     let (hdr, rows) = endpoint_status_rows(st);
+    render(&hdr, &rows)
+}
+
+pub fn endpoint_hashkv(hs: &[EpHashKv]) -> Vec<u8> {
+    let (hdr, rows) = endpoint_hashkv_rows(hs);
     render(&hdr, &rows)
 }
 
