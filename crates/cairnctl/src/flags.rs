@@ -150,6 +150,7 @@ pub enum Cmd {
     EndpointHealth,
     EndpointStatus,
     EndpointHashKv,
+    MoveLeader,
     Watch,
     Lease,
     LeaseGrant,
@@ -183,9 +184,11 @@ impl Cmd {
             Cmd::EndpointHashKv => (vec![ENDPOINT_HASHKV], vec![ENDPOINT, GLOBAL]),
             Cmd::MemberAdd => (vec![MEMBER_ADD], vec![GLOBAL]),
             Cmd::MemberUpdate => (vec![MEMBER_UPDATE], vec![GLOBAL]),
-            Cmd::Member | Cmd::MemberRemove | Cmd::MemberList | Cmd::MemberPromote => {
-                (vec![], vec![GLOBAL])
-            }
+            Cmd::Member
+            | Cmd::MemberRemove
+            | Cmd::MemberList
+            | Cmd::MemberPromote
+            | Cmd::MoveLeader => (vec![], vec![GLOBAL]),
             Cmd::Watch => (vec![WATCH], vec![GLOBAL]),
             Cmd::LeaseTimeToLive => (vec![LEASE_TIMETOLIVE], vec![GLOBAL]),
             Cmd::LeaseKeepAlive => (vec![LEASE_KEEP_ALIVE], vec![GLOBAL]),
@@ -209,6 +212,7 @@ impl Cmd {
             Cmd::EndpointHealth => include_str!("usage/endpoint_health.txt"),
             Cmd::EndpointStatus => include_str!("usage/endpoint_status.txt"),
             Cmd::EndpointHashKv => include_str!("usage/endpoint_hashkv.txt"),
+            Cmd::MoveLeader => include_str!("usage/move_leader.txt"),
             Cmd::Watch => include_str!("usage/watch.txt"),
             Cmd::Lease => include_str!("usage/lease.txt"),
             Cmd::LeaseGrant => include_str!("usage/lease_grant.txt"),
@@ -317,6 +321,7 @@ fn find(words: &[String]) -> Result<(Cmd, usize), Option<String>> {
             Some("promote") => (Cmd::MemberPromote, 2),
             _ => (Cmd::Member, 1),
         },
+        "move-leader" => (Cmd::MoveLeader, 1),
         other => return Err(Some(other.to_string())),
     })
 }
@@ -782,6 +787,7 @@ mod tests {
         assert_eq!(cmd(&["endpoint", "ha"]).unwrap().0, Cmd::EndpointHashKv);
         assert_eq!(cmd(&["member", "p", "1"]).unwrap().0, Cmd::MemberPromote);
         assert_eq!(cmd(&["member", "bogus"]).unwrap().0, Cmd::Member);
+        assert_eq!(cmd(&["mo", "1"]).unwrap().0, Cmd::MoveLeader);
         assert_eq!(
             cmd(&["de"]).unwrap_err(),
             ParseError::UnknownCommand("de".into())

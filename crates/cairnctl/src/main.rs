@@ -138,6 +138,7 @@ fn run(args: Vec<String>, env: Vec<(String, String)>) -> i32 {
             Cmd::EndpointHealth => commands::endpoint::health(&mut ctx).await,
             Cmd::EndpointStatus => commands::endpoint::status(&mut ctx).await,
             Cmd::EndpointHashKv => commands::endpoint::hashkv(&mut ctx).await,
+            Cmd::MoveLeader => commands::move_leader::move_leader(&mut ctx).await,
             Cmd::MemberAdd => commands::member::add(&mut ctx).await,
             Cmd::MemberRemove => commands::member::remove(&mut ctx).await,
             Cmd::MemberUpdate => commands::member::update(&mut ctx).await,

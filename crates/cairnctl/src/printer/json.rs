@@ -8,8 +8,8 @@ use cairn_proto::etcdserverpb::response_op::Response;
 use cairn_proto::etcdserverpb::{
     DeleteRangeResponse, HashKvResponse, LeaseGrantResponse, LeaseKeepAliveResponse,
     LeaseLeasesResponse, LeaseRevokeResponse, LeaseTimeToLiveResponse, Member, MemberAddResponse,
-    MemberListResponse, PutResponse, RangeResponse, ResponseHeader, StatusResponse, TxnResponse,
-    WatchResponse,
+    MemberListResponse, MoveLeaderResponse, PutResponse, RangeResponse, ResponseHeader,
+    StatusResponse, TxnResponse, WatchResponse,
 };
 use cairn_proto::mvccpb::{Event, KeyValue};
 
@@ -336,6 +336,10 @@ pub fn member_add(r: &MemberAddResponse) -> String {
         .done()
 }
 
+pub fn move_leader(r: &MoveLeaderResponse) -> String {
+    Obj::new().opt("header", header(&r.header)).done()
+}
+
 pub fn endpoint_health(hs: &[EpHealth]) -> String {
     let items: Vec<String> = hs
         .iter()
@@ -474,6 +478,7 @@ mod tests {
             member_list(&td::member_list()),
             r#"{"header":{"cluster_id":7266900810802666328,"member_id":4627081221937520288,"raft_term":2},"members":[{"ID":4627081221937520288,"name":"m1","peerURLs":["http://127.0.0.1:23801"],"clientURLs":["http://127.0.0.1:23791"]},{"ID":13227418286370388827,"peerURLs":["http://127.0.0.1:23804","http://127.0.0.1:23805"],"isLearner":true}]}"#
         );
+        assert_eq!(move_leader(&MoveLeaderResponse::default()), "{}");
     }
 
     /// etcdctl 3.4.23's `watch -w json` and `lease ... -w json` lines for the same responses.

@@ -14,7 +14,8 @@ use cairn_proto::etcdserverpb::{
     DeleteRangeResponse, HashKvResponse, LeaseGrantResponse, LeaseKeepAliveResponse,
     LeaseLeasesResponse, LeaseRevokeResponse, LeaseTimeToLiveResponse, Member, MemberAddResponse,
     MemberListResponse, MemberPromoteResponse, MemberRemoveResponse, MemberUpdateResponse,
-    PutResponse, RangeResponse, ResponseHeader, StatusResponse, TxnResponse, WatchResponse,
+    MoveLeaderResponse, PutResponse, RangeResponse, ResponseHeader, StatusResponse, TxnResponse,
+    WatchResponse,
 };
 use prost::Message;
 
@@ -337,6 +338,20 @@ impl Printer {
             Format::Simple => Ok(simple::member_changed(id, "promoted in", &r.header)),
             _ => Err(nil_printer_panic()),
         }
+    }
+
+    pub fn move_leader(
+        &self,
+        leader: u64,
+        target: u64,
+        r: &MoveLeaderResponse,
+    ) -> Result<Vec<u8>, Fail> {
+        Ok(match self.format {
+            Format::Simple => simple::move_leader(leader, target),
+            Format::Json => json::line(json::move_leader(r)),
+            Format::Protobuf => protobuf(r),
+            Format::Fields | Format::Table => return Err(self.format.unsupported()),
+        })
     }
 
     pub fn endpoint_status(&self, st: &[EpStatus]) -> Result<Vec<u8>, Fail> {

@@ -219,6 +219,11 @@ pub fn member_changed(id: u64, change: &str, header: &Option<ResponseHeader>) ->
     format!("Member {id:16x} {change} cluster {cluster_id:16x}\n").into_bytes()
 }
 
+/// `types.ID`s print as hex without padding.
+pub fn move_leader(leader: u64, target: u64) -> Vec<u8> {
+    format!("Leadership transferred from {leader:x} to {target:x}\n").into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testdata as td;
@@ -348,6 +353,10 @@ mod tests {
         assert_eq!(
             String::from_utf8(member_changed(0xb7913ad97e9cfb5b, "promoted in", &header)).unwrap(),
             "Member b7913ad97e9cfb5b promoted in cluster 64d937c925e41b58\n"
+        );
+        assert_eq!(
+            String::from_utf8(move_leader(0x4036b1db24775ea0, 0x14b0fb79d3ce6e5)).unwrap(),
+            "Leadership transferred from 4036b1db24775ea0 to 14b0fb79d3ce6e5\n"
         );
         assert_eq!(
             String::from_utf8(member_list(&td::member_list())).unwrap(),
