@@ -12,4 +12,4 @@ mod check;
 mod kv;
 
 pub use check::{Model, Operation, check};
-pub use kv::{KvInput, KvModel, KvOutput};
+pub use kv::{KvInput, KvModel, KvOutput, KvWrite};
