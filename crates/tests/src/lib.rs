@@ -2,9 +2,19 @@
 //! real etcd) as a child process on free 127.0.0.1 ports, and drives it from outside with the
 //! real `etcdctl`, our `cairnctl` and (in the tests) the `etcd-client` crate.
 //!
-//! This crate must never depend on Cairn's own crates: it tests the binaries over real sockets,
-//! exactly as a user would, so the tests also run unchanged against real etcd
-//! (`CAIRN_TEST_TARGET=etcd`).
+//! Multi-member clusters live in [`cluster`] (each member behind a [`proxy`] that can cut its
+//! peer links); [`workload`] drives them with concurrent clients whose operations [`history`]
+//! records for the linearizability checker.
+//!
+//! This crate must never depend on Cairn's server crates: it tests the binaries over real
+//! sockets, exactly as a user would, so the tests also run unchanged against real etcd
+//! (`CAIRN_TEST_TARGET=etcd`). The one Cairn crate it uses is `cairn-linearizability`, a pure
+//! checker that knows nothing of Cairn and judges the recorded histories.
+
+pub mod cluster;
+pub mod history;
+pub mod proxy;
+pub mod workload;
 
 use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
@@ -17,9 +27,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long a server may take to become ready (or to exit after SIGTERM).
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many times a first start is retried on fresh ports when the ports were taken meanwhile.
-const START_ATTEMPTS_MAX: usize = 5;
+pub(crate) const START_ATTEMPTS_MAX: usize = 5;
 /// How much of the server's log a failing test prints.
 const LOG_TAIL_LINES: usize = 60;
 /// The member name every test server gets.
@@ -257,27 +267,7 @@ impl Server {
 
     fn spawn_and_wait_ready(&mut self) -> Result<(), StartError> {
         assert!(self.child.is_none(), "server already running");
-        let args = self.args();
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .unwrap_or_else(|e| panic!("open log {}: {e}", self.log_path.display()));
-        let _ = writeln!(
-            log,
-            "==== cairn-tests: starting {} {}",
-            self.binary.display(),
-            args.join(" ")
-        );
-        let log_start = fs::metadata(&self.log_path).map(|m| m.len()).unwrap_or(0);
-        let stderr = log.try_clone().expect("clone log file handle");
-        let child = Command::new(&self.binary)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.binary.display()));
+        let (child, log_start) = spawn_logged(&self.binary, &self.args(), &self.log_path);
         self.child = Some(child);
 
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -346,18 +336,9 @@ impl Drop for Server {
         self.kill9();
         // A failing test shows the end of the server's log (the temp dir is about to go).
         if std::thread::panicking() {
-            let log = self.log();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
-            eprintln!(
-                "---- {:?} server log ({}), last {} lines ----\n{}\n---- end of server log ----",
-                self.target,
-                self.log_path.display(),
-                tail.len(),
-                tail.join("\n")
-            );
+            print_log_tail(&format!("{:?} server", self.target), &self.log_path);
         }
-        if std::env::var_os("CAIRN_TEST_KEEP").is_some_and(|v| v == "1")
+        if keep_temp_dirs()
             && let Some(dir) = self.temp_dir.take()
         {
             eprintln!("cairn-tests: keeping {}", dir.keep().display());
@@ -365,17 +346,61 @@ impl Drop for Server {
     }
 }
 
-enum StartError {
+/// Starts `binary` with `args`, its stdout and stderr appended to `log_path` after a line
+/// naming the command. Returns the child and where its output starts in the log.
+pub(crate) fn spawn_logged(binary: &Path, args: &[String], log_path: &Path) -> (Child, u64) {
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .unwrap_or_else(|e| panic!("open log {}: {e}", log_path.display()));
+    let _ = writeln!(
+        log,
+        "==== cairn-tests: starting {} {}",
+        binary.display(),
+        args.join(" ")
+    );
+    let log_start = fs::metadata(log_path).map(|m| m.len()).unwrap_or(0);
+    let stderr = log.try_clone().expect("clone log file handle");
+    let child = Command::new(binary)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(stderr))
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
+    (child, log_start)
+}
+
+/// Prints the last lines of a server log on stderr, for a failing test.
+pub(crate) fn print_log_tail(label: &str, log_path: &Path) {
+    let log = read_log(log_path);
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+    eprintln!(
+        "---- {label} log ({}), last {} lines ----\n{}\n---- end of {label} log ----",
+        log_path.display(),
+        tail.len(),
+        tail.join("\n")
+    );
+}
+
+/// `CAIRN_TEST_KEEP=1`: temporary directories (data dirs and logs) are kept for inspection.
+pub(crate) fn keep_temp_dirs() -> bool {
+    std::env::var_os("CAIRN_TEST_KEEP").is_some_and(|v| v == "1")
+}
+
+pub(crate) enum StartError {
     /// The server could not bind its ports (another process took them): retry on new ports.
     PortTaken(String),
     Failed(String),
 }
 
-fn read_log(path: &Path) -> String {
+pub(crate) fn read_log(path: &Path) -> String {
     read_log_from(path, 0)
 }
 
-fn read_log_from(path: &Path, offset: u64) -> String {
+pub(crate) fn read_log_from(path: &Path, offset: u64) -> String {
     match fs::read(path) {
         Ok(bytes) => {
             let start = (offset as usize).min(bytes.len());
@@ -389,11 +414,17 @@ fn read_log_from(path: &Path, offset: u64) -> String {
 static PORTS_GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 static PORT_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Two distinct free ports (client, peer). Candidates walk the range from an offset that
-/// differs per process (pid and clock) and per call (a counter); each must be bindable now and
-/// not already given out by this process. A port taken between this check and the server's
-/// bind is handled by `start_with` retrying on new ports.
+/// Two distinct free ports (client, peer); see [`pick_ports`].
 fn pick_port_pair() -> (u16, u16) {
+    let ports = pick_ports(2);
+    (ports[0], ports[1])
+}
+
+/// `count` distinct free ports. Candidates walk the range from an offset that differs per
+/// process (pid and clock) and per call (a counter); each must be bindable now and not already
+/// given out by this process. A port taken between this check and the server's bind is
+/// handled by the caller retrying on new ports.
+pub(crate) fn pick_ports(count: usize) -> Vec<u16> {
     let span = u64::from(PORT_RANGE.end - PORT_RANGE.start);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -402,7 +433,7 @@ fn pick_port_pair() -> (u16, u16) {
     let seed = u64::from(std::process::id()) * 7919 + u64::from(nanos / 1000);
     let mut given = PORTS_GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     let given = given.get_or_insert_with(HashSet::new);
-    let mut picked = Vec::with_capacity(2);
+    let mut picked = Vec::with_capacity(count);
     for _ in 0..span {
         let step = PORT_COUNTER.fetch_add(1, Ordering::Relaxed);
         let port = PORT_RANGE.start + ((seed + step * 37) % span) as u16;
@@ -411,9 +442,9 @@ fn pick_port_pair() -> (u16, u16) {
         }
         if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
             picked.push(port);
-            if picked.len() == 2 {
+            if picked.len() == count {
                 given.extend(picked.iter().copied());
-                return (picked[0], picked[1]);
+                return picked;
             }
         }
     }
@@ -421,7 +452,7 @@ fn pick_port_pair() -> (u16, u16) {
 }
 
 /// A program installed on the system: `/usr/bin/<name>` if present, else `<name>` from PATH.
-fn system_program(name: &str) -> PathBuf {
+pub(crate) fn system_program(name: &str) -> PathBuf {
     let usr_bin = Path::new("/usr/bin").join(name);
     if usr_bin.exists() {
         usr_bin
@@ -431,14 +462,15 @@ fn system_program(name: &str) -> PathBuf {
 }
 
 /// `target/<profile>/<name>`, found from the running test executable
-/// (`target/<profile>/deps/<test>-<hash>`). Panics if it has not been built.
+/// (`target/<profile>/deps/<test>-<hash>`) or example (`target/<profile>/examples/<name>`).
+/// Panics if it has not been built.
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let mut dir = exe
         .parent()
         .expect("test executable has a directory")
         .to_path_buf();
-    if dir.ends_with("deps") {
+    if dir.ends_with("deps") || dir.ends_with("examples") {
         dir.pop();
     }
     let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
