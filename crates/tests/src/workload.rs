@@ -237,6 +237,16 @@ impl Workload {
     }
 }
 
+/// A tokio runtime for workload clients, separate from the test's own thread, which stays
+/// free to block on the cluster's faults.
+pub fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("build the clients' tokio runtime")
+}
+
 fn shared_keys(count: usize) -> Vec<String> {
     (0..count).map(|i| format!("key/{i}")).collect()
 }
