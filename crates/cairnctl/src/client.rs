@@ -43,19 +43,32 @@ const HTTP2_FRAME_SETTINGS: u8 = 0x4;
 /// How long a probe waits for the server to close its side after the handshake.
 const PROBE_CLOSE_WAIT: Duration = Duration::from_millis(50);
 
-/// Whether the server at `hp` answers an HTTP/2 handshake within `timeout`. grpc-go (and so
-/// etcdctl) uses a connection only once the server's SETTINGS frame came in; a member that
-/// is paused (SIGSTOP) or hung never sends it although its kernel accepts the connection.
-async fn answers_http2(hp: &str, timeout: Duration) -> bool {
+/// How a server took an HTTP/2 handshake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Probe {
+    /// Its SETTINGS frame came in: the connection can be used (grpc-go's READY).
+    Answered(String),
+    /// The connection was refused or broken (grpc-go's TRANSIENT_FAILURE).
+    Failed,
+    /// Nothing came back in time: a member that is paused (SIGSTOP) or hung, whose kernel
+    /// still accepts connections (grpc-go keeps CONNECTING).
+    NoAnswer,
+}
+
+/// How the server at `hp` takes an HTTP/2 handshake within `timeout`. grpc-go (and so
+/// etcdctl) uses a connection only once the server's SETTINGS frame came in.
+async fn probe(hp: String, timeout: Duration) -> Probe {
     let handshake = async {
-        let mut stream = TcpStream::connect(hp).await?;
+        let mut stream = TcpStream::connect(&hp).await?;
         stream.write_all(HTTP2_PREFACE_AND_SETTINGS).await?;
         let mut frame_header = [0u8; 9];
         stream.read_exact(&mut frame_header).await?;
         Ok::<_, std::io::Error>((stream, frame_header[3] == HTTP2_FRAME_SETTINGS))
     };
-    let Ok(Ok((mut stream, answered))) = tokio::time::timeout(timeout, handshake).await else {
-        return false;
+    let (mut stream, answered) = match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok(handshake)) => handshake,
+        Ok(Err(_)) => return Probe::Failed,
+        Err(_elapsed) => return Probe::NoAnswer,
     };
     // End the connection cleanly, reading what the server still sends, so that it sees an
     // end of stream rather than a reset.
@@ -65,29 +78,11 @@ async fn answers_http2(hp: &str, timeout: Duration) -> bool {
         stream.read_to_end(&mut rest).await
     };
     let _ = tokio::time::timeout(PROBE_CLOSE_WAIT, close).await;
-    answered
-}
-
-/// The first of `endpoints` to answer an HTTP/2 handshake, all tried at once as clientv3's
-/// balancer connects to every endpoint and uses whichever is ready.
-async fn first_answering(endpoints: &[String], timeout: Duration) -> Option<String> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for ep in endpoints {
-        let hp = host_port(ep).to_string();
-        let tx = tx.clone();
-        // Probes still running when one has answered finish in the background.
-        tokio::spawn(async move {
-            let answered = answers_http2(&hp, timeout).await;
-            let _ = tx.send(answered.then_some(hp));
-        });
+    if answered {
+        Probe::Answered(hp)
+    } else {
+        Probe::Failed
     }
-    drop(tx);
-    while let Some(result) = rx.recv().await {
-        if result.is_some() {
-            return result;
-        }
-    }
-    None
 }
 
 /// A random UUID, as clientv3 names its resolver group.
@@ -169,6 +164,9 @@ pub struct Client {
     dial_timeout: Duration,
     channel: Option<Channel>,
     target: String,
+    /// Every endpoint failed in the last round of connection attempts: grpc-go's balancer
+    /// is then in TRANSIENT_FAILURE and says so when a call times out.
+    all_endpoints_failed: bool,
 }
 
 impl Client {
@@ -182,6 +180,7 @@ impl Client {
             dial_timeout,
             channel: None,
             target,
+            all_endpoints_failed: false,
         }
     }
 
@@ -192,27 +191,52 @@ impl Client {
             dial_timeout,
             channel: None,
             target: format!("passthrough:///{ep}"),
+            all_endpoints_failed: false,
         }
     }
 
-    /// The channel to the first endpoint whose server answers (tried again, until the
-    /// caller's deadline, while none does).
+    /// The channel to the first endpoint whose server answers an HTTP/2 handshake. Like
+    /// clientv3's balancer, which connects to every endpoint and uses whichever is ready,
+    /// it tries all at once (a paused first endpoint costs nothing), and again, until the
+    /// caller's deadline, while none answers.
     pub async fn channel(&mut self) -> Channel {
         if let Some(ch) = &self.channel {
             return ch.clone();
         }
         loop {
-            if let Some(hp) = first_answering(&self.endpoints, self.dial_timeout).await
-                && let Ok(endpoint) = Endpoint::from_shared(format!("http://{hp}"))
-                && let Ok(ch) = endpoint
-                    .connect_timeout(self.dial_timeout)
-                    .tcp_nodelay(true)
-                    .connect()
-                    .await
-            {
-                self.channel = Some(ch.clone());
-                return ch;
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            for ep in &self.endpoints {
+                let (hp, tx) = (host_port(ep).to_string(), tx.clone());
+                let timeout = self.dial_timeout;
+                // Probes still running when one has answered finish in the background.
+                tokio::spawn(async move {
+                    let _ = tx.send(probe(hp, timeout).await);
+                });
             }
+            drop(tx);
+            let mut failed = 0;
+            while let Some(probed) = rx.recv().await {
+                let hp = match probed {
+                    Probe::Answered(hp) => hp,
+                    Probe::Failed => {
+                        failed += 1;
+                        continue;
+                    }
+                    Probe::NoAnswer => continue,
+                };
+                if let Ok(endpoint) = Endpoint::from_shared(format!("http://{hp}"))
+                    && let Ok(ch) = endpoint
+                        .connect_timeout(self.dial_timeout)
+                        .tcp_nodelay(true)
+                        .connect()
+                        .await
+                {
+                    self.channel = Some(ch.clone());
+                    return ch;
+                }
+                failed += 1;
+            }
+            self.all_endpoints_failed = failed == self.endpoints.len();
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -248,7 +272,7 @@ impl Client {
                 Err(Fail::new(exit::ERROR, error_text(&status)))
             }
             Err(_elapsed) => {
-                let desc = if self.channel.is_some() {
+                let desc = if self.channel.is_some() || !self.all_endpoints_failed {
                     "context deadline exceeded".to_string()
                 } else if self.target.starts_with("passthrough") {
                     let hp = dial_address(host_port(&self.endpoints[0]));
