@@ -295,7 +295,7 @@ impl Server {
             election_timeout: config.election_timeout,
         });
         let _ = peer_facade.server.set(Arc::downgrade(&server));
-        tokio::spawn(publish_attributes(
+        let publish = tokio::spawn(publish_attributes(
             server.clone(),
             Member {
                 id: member_id,
@@ -305,6 +305,10 @@ impl Server {
                 is_learner: false,
             },
         ));
+        // As etcd, clients are served once this member is listed with its client URLs; a
+        // member that cannot reach a quorum still serves (serializable reads) after a while,
+        // and keeps trying to publish.
+        let _ = tokio::time::timeout(PUBLISH_WAIT, publish).await;
         Ok(server)
     }
 
@@ -988,6 +992,9 @@ struct PeerFacade {
     server: std::sync::OnceLock<std::sync::Weak<Server>>,
     snap_dir: PathBuf,
 }
+
+/// How long start waits for this member's attributes to be published before serving anyway.
+const PUBLISH_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a snapshot export waits for the state machine to catch up with the snapshot.
 const EXPORT_WAIT: Duration = Duration::from_secs(30);
