@@ -93,28 +93,30 @@ async fn run(flags: Flags) -> Result<(), String> {
         peer_listeners.push(bind(&url).await?);
         tracing::info!(url, "serving peer traffic");
     }
-    let server = Server::start(ServerConfig {
-        name: flags.name.clone(),
-        data_dir: flags.data_dir(),
-        initial_cluster,
-        initial_cluster_token: flags.initial_cluster_token.clone(),
-        join_existing: flags.initial_cluster_state == "existing",
-        peer_urls: split_urls(&flags.initial_advertise_peer_urls),
-        client_urls: split_urls(&flags.advertise_client_urls),
-        strict_reconfig_check: flags.strict_reconfig_check,
-        heartbeat_interval: flags.heartbeat(),
-        election_timeout: flags.election(),
-        max_request_bytes: flags.max_request_bytes,
-        max_txn_ops: flags.max_txn_ops,
-        snapshot_count: flags.snapshot_count,
-        watch_progress_notify_interval: flags.experimental_watch_progress_notify_interval,
-        lease_checkpoint_interval: flags
-            .experimental_enable_lease_checkpoint
-            .then_some(flags.experimental_lease_checkpoint_interval),
-    })
+    let server = Server::start(
+        ServerConfig {
+            name: flags.name.clone(),
+            data_dir: flags.data_dir(),
+            initial_cluster,
+            initial_cluster_token: flags.initial_cluster_token.clone(),
+            join_existing: flags.initial_cluster_state == "existing",
+            peer_urls: split_urls(&flags.initial_advertise_peer_urls),
+            client_urls: split_urls(&flags.advertise_client_urls),
+            strict_reconfig_check: flags.strict_reconfig_check,
+            heartbeat_interval: flags.heartbeat(),
+            election_timeout: flags.election(),
+            max_request_bytes: flags.max_request_bytes,
+            max_txn_ops: flags.max_txn_ops,
+            snapshot_count: flags.snapshot_count,
+            watch_progress_notify_interval: flags.experimental_watch_progress_notify_interval,
+            lease_checkpoint_interval: flags
+                .experimental_enable_lease_checkpoint
+                .then_some(flags.experimental_lease_checkpoint_interval),
+        },
+        peer_listeners,
+    )
     .await
     .map_err(|e| e.to_string())?;
-    server.transport().serve(peer_listeners);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(shutdown_signal(stop_tx));

@@ -112,8 +112,12 @@ fn storage_error(what: &str) -> impl Fn(cairn_mvcc::MvccError) -> ServerError + 
 impl Server {
     /// Opens the data directory (`member/wal`, `member/snap/db`, as etcd lays it out), replays
     /// the WAL into the store, and starts the Ready and apply loops and the peer transport.
-    /// Must run inside a tokio runtime.
-    pub async fn start(config: ServerConfig) -> Result<Arc<Server>, ServerError> {
+    /// Peers are served on `peer_listeners` from the start: the other members need this one
+    /// to elect a leader. Must run inside a tokio runtime.
+    pub async fn start(
+        config: ServerConfig,
+        peer_listeners: Vec<tokio::net::TcpListener>,
+    ) -> Result<Arc<Server>, ServerError> {
         let member_dir = config.data_dir.join("member");
         let snap_dir = member_dir.join("snap");
         std::fs::create_dir_all(&snap_dir).map_err(|e| {
@@ -216,6 +220,7 @@ impl Server {
             Err(e) => return Err(ServerError::Internal(format!("cannot start raft: {e}"))),
         };
         transport.attach(raft.clone());
+        transport.serve(peer_listeners);
 
         // etcd's minimum TTL: long enough to survive a leader election (1.5 election timeouts).
         let min_ttl_seconds =

@@ -165,6 +165,8 @@ impl PeerTransport {
         if id == self.local_id {
             return Ok(());
         }
+        // Called from the apply loop's thread too: the channel needs the runtime.
+        let _runtime = self.runtime.enter();
         let mut peers = self.peers.write().expect("peer map lock is never poisoned");
         if peers.get(&id).is_some_and(|p| p.urls == urls) {
             return Ok(());
