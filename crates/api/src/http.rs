@@ -11,7 +11,6 @@ use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use cairn_proto::etcdserverpb::RangeRequest;
 use cairn_server::{ETCD_VERSION, Server};
 
 /// How long `/health` waits for its read before calling the member unhealthy.
@@ -51,16 +50,9 @@ async fn health(State(state): State<HttpState>, RawQuery(query): RawQuery) -> im
         .as_deref()
         .is_some_and(|q| q.split('&').any(|pair| pair == "serializable=true"));
     let has_leader = state.server.has_leader();
-    let read = RangeRequest {
-        key: b"health".to_vec(),
-        keys_only: true,
-        limit: 1,
-        serializable,
-        ..RangeRequest::default()
-    };
     let healthy = has_leader
         && matches!(
-            tokio::time::timeout(HEALTH_READ_TIMEOUT, state.server.range(read)).await,
+            tokio::time::timeout(HEALTH_READ_TIMEOUT, state.server.health_read(serializable)).await,
             Ok(Ok(_))
         );
     if healthy {

@@ -382,7 +382,6 @@ impl Server {
     /// Waits until this member has applied everything committed when the call began, as
     /// confirmed by the leader: after it, a local read is linearizable.
     async fn read_barrier(&self) -> Result<(), ServerError> {
-        self.refuse_learner()?;
         let (tx, rx) = oneshot::channel();
         self.raft.read_index(Box::new(move |index| {
             let _ = tx.send(index);
@@ -429,11 +428,22 @@ impl Server {
         Ok(response)
     }
 
+    /// etcd's health read: a linearizable (or local) read that learners may do too, since
+    /// they can ask the leader for a read index.
+    pub async fn health_read(&self, serializable: bool) -> Result<(), ServerError> {
+        if !serializable {
+            self.read_barrier().await?;
+        }
+        self.store.read_view()?;
+        Ok(())
+    }
+
     pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, ServerError> {
         if request.key.is_empty() {
             return Err(ServerError::EmptyKey);
         }
         if !request.serializable {
+            self.refuse_learner()?;
             self.read_barrier().await?;
         }
         let view = self.store.read_view()?;
@@ -464,6 +474,7 @@ impl Server {
         let mut response = if kv::is_read_only(&request) {
             // Nothing to replicate: evaluate on a local view once it is known to be current.
             if !kv::is_serializable(&request) {
+                self.refuse_learner()?;
                 self.read_barrier().await?;
             }
             let mut view = self.store.read_view()?;
