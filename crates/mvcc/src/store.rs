@@ -751,6 +751,36 @@ mod tests {
     }
 
     #[test]
+    fn an_exported_copy_installed_elsewhere_replaces_that_store_whole() {
+        let (_leader_dir, leader) = open();
+        put(&leader, 5, "a", "1");
+        put(&leader, 6, "b", "2");
+        leader
+            .write(7, |w| {
+                w.put_member(9, b"member nine")?;
+                w.txn(|t| t.put(b"leased".to_vec(), b"v".to_vec(), 42))
+            })
+            .expect("member and leased key");
+        let (follower_dir, follower) = open();
+        put(&follower, 3, "stale", "x");
+
+        let incoming = follower_dir.path().join("incoming.db");
+        assert_eq!(leader.export_to(&incoming).expect("export"), 7);
+        let leased = follower.install(&incoming).expect("install");
+
+        assert!(!incoming.exists(), "the received file became the store");
+        assert_eq!(follower.applied_index().expect("applied"), 7);
+        assert_eq!(follower.current_revision(), leader.current_revision());
+        assert_eq!(get(&follower, "b", 0).expect("read").kvs[0].value, b"2");
+        assert!(get(&follower, "stale", 0).expect("read").kvs.is_empty());
+        assert_eq!(leased, vec![(b"leased".to_vec(), 42)]);
+        assert_eq!(
+            follower.members().expect("members"),
+            vec![(9, b"member nine".to_vec())]
+        );
+    }
+
+    #[test]
     fn each_request_is_one_revision_with_subs() {
         let (_dir, store) = open();
         assert_eq!(
