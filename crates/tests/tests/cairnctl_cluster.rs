@@ -557,7 +557,14 @@ fn cluster_case(
     let without_cluster: Vec<&str> = args.iter().copied().filter(|a| *a != "--cluster").collect();
     let e = Tool::Etcdctl.run(&listed.join(","), &without_cluster);
     let c = Tool::Cairnctl.run(ep, args);
-    let unscheme = |bytes: &[u8]| norm(bytes).replace("http://127.0.0.1:", "127.0.0.1:");
+    // Before the normalisation, which may sort lines.
+    let unscheme = |bytes: &[u8]| {
+        norm(
+            text(bytes)
+                .replace("http://127.0.0.1:", "127.0.0.1:")
+                .as_bytes(),
+        )
+    };
     report.compare(
         &format!("--endpoints={ep} {args:?} (etcdctl: --endpoints={listed:?} without --cluster)"),
         (&e, &unscheme),
