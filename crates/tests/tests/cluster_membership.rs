@@ -152,8 +152,12 @@ fn a_learner_is_promoted_once_in_sync_and_the_leader_is_removed_under_load() {
     assert_error(&cluster.promote_member(learner), NOT_IN_SYNC);
     workload.wait_for_acks(ACKS_PER_PHASE, PHASE_TIMEOUT);
 
-    // Started, it catches up and can then be promoted.
+    // Started, it publishes its name and client URL (etcd serves clients only after that),
+    // catches up, and can then be promoted.
     cluster.start_member(learner);
+    let mut rows: BTreeSet<Row> = (0..3).map(|i| started_row(&cluster, i, false)).collect();
+    rows.insert(started_row(&cluster, learner, true));
+    assert_eq!(member_table(&cluster), rows);
     let deadline = Instant::now() + PHASE_TIMEOUT;
     let promoted = loop {
         let output = cluster.promote_member(learner);
