@@ -226,8 +226,8 @@ impl ApplyLoop {
                 index: entry.index,
             });
         }
-        // Empty entries are raft's own (a new leader's first entry); conf changes are not
-        // proposed by this simulation.
+        // Empty entries are raft's own (a new leader's first entry); membership changes
+        // reached raft at hand-over, and the members table they also change is not modelled.
         if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
             let data = match self.faults {
                 ApplyFaults::Faithful => entry.data.to_vec(),

@@ -21,6 +21,7 @@ use crate::state_machine::StateMachine;
 pub enum WalRecord {
     Entry(Entry),
     HardState(HardState),
+    ConfState(ConfState),
     Snapshot(SnapshotMetadata),
 }
 
@@ -164,6 +165,7 @@ impl Disk {
                     log.entries.push(entry.clone());
                 }
                 WalRecord::HardState(hs) => log.hard_state = hs.clone(),
+                WalRecord::ConfState(cs) => conf_state = Some(cs.clone()),
                 WalRecord::Snapshot(meta) => {
                     log.entries.retain(|e| e.index > meta.index);
                     conf_state = Some(meta.get_conf_state().clone());

@@ -1,6 +1,7 @@
 //! Deterministic simulation of a multi-member Cairn cluster: raft members, their apply
-//! loops and their disks under a simulated network, with crashes, restarts, partitions,
-//! message loss, duplication and reordering, all drawn from one seed. A run checks raft's
+//! loops and their disks under a simulated network, with crashes, restarts, pauses,
+//! partitions, message loss, duplication and reordering, and membership changes, all drawn
+//! from one seed. A run checks raft's
 //! safety as it goes (one leader per term, committed entries never change, equal state at
 //! equal applied index), then that the cluster settles once faults stop, then that the
 //! clients' history is linearizable. A failing seed replays exactly.
@@ -22,12 +23,15 @@
 //! crates and run on threads over files and sockets, so this crate restates their logic,
 //! as of commit 84c0d43, and must follow when it changes.
 //!
-//! Modelled here: the WAL (records, sync, crash keeping a prefix of what was not synced),
-//! the backend (a key-value map, durable at persists and installs; no revisions, leases or
-//! watches), the peer transport (delays, loss, duplication except of proposals, reordering,
-//! partitions, unreachable and snapshot reports) and the snapshot stream (the leader's
-//! backend exported once it reaches the snapshot's index, written on the receiver before
-//! raft sees the message). Not modelled: membership changes, leader transfer, leases.
+//! Modelled here: the WAL (records, sync that may stall, crash keeping a prefix of what was
+//! not synced), the backend (a key-value map, durable at persists and installs; no
+//! revisions, leases or watches), the peer transport (delays, loss, duplication except of
+//! proposals, reordering, partitions, unreachable and snapshot reports), the snapshot stream
+//! (the leader's backend exported once it reaches the snapshot's index, written on the
+//! receiver before raft sees the message), processes (kill -9 and restart, SIGSTOP and
+//! resume), and an operator changing membership (a new member joins as a learner, is
+//! promoted once it holds nearly all of the log; voters are removed and stop). Not
+//! modelled: leader transfer, leases, the members table, request size limits.
 
 mod apply;
 mod disk;

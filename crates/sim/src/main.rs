@@ -110,12 +110,14 @@ fn main() -> ExitCode {
         args.count as f64 / elapsed.max(1e-9)
     );
     println!(
-        "simulated {:.0} s in {} steps: {} elections, {} crashes, {} partitions, {} snapshots taken, {} installed",
+        "simulated {:.0} s in {} steps: {} elections, {} crashes, {} pauses, {} partitions, {} membership changes, {} snapshots taken, {} installed",
         total.simulated_us as f64 / 1e6,
         total.steps,
         total.elections,
         total.crashes,
+        total.pauses,
         total.partitions,
+        total.membership_changes,
         total.snapshots_taken,
         total.snapshots_installed
     );

@@ -13,7 +13,9 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use cairn_linearizability::KvOutput;
-use raft::prelude::{Entry, Message, Ready, Snapshot, SnapshotMetadata};
+use raft::prelude::{
+    ConfChange, ConfChangeType, Entry, EntryType, Message, Ready, Snapshot, SnapshotMetadata,
+};
 use raft::storage::MemStorage;
 use raft::{Config, RawNode, SnapshotStatus, StateRole, Storage};
 
@@ -76,6 +78,11 @@ pub enum Input {
         key: Vec<u8>,
         client: ClientRef,
     },
+    /// A membership change (`propose_membership`), proposed through the log.
+    ProposeMembership {
+        change: ConfChangeType,
+        member: u64,
+    },
     SnapshotStatus {
         to: u64,
         status: SnapshotStatus,
@@ -109,6 +116,8 @@ pub struct Outbox {
     pub wakeups: Vec<(u64, Wakeup)>,
     /// Client requests applied (id, log index), for telling unknown outcomes from no effect.
     pub applied_requests: Vec<(u64, u64)>,
+    /// Committed membership changes handed over: (log index, change, member).
+    pub membership_changes: Vec<(u64, ConfChangeType, u64)>,
 }
 
 /// What a member's work can touch outside itself.
@@ -152,6 +161,9 @@ pub struct MemberSettings {
     pub applied_report_entries: u64,
     pub sync_min_us: u64,
     pub sync_max_us: u64,
+    /// Syncs that stall (a busy or failing disk), and for how long at most.
+    pub sync_stall_per_mille: u64,
+    pub sync_stall_max_us: u64,
     pub apply_max_us: u64,
     /// How long a read may wait for a leader before it fails (`read_index_timeout`).
     pub read_timeout_us: u64,
@@ -347,6 +359,28 @@ impl Member {
         self.raw.raft.state == StateRole::Leader
     }
 
+    /// Whether raft counts this member as a learner; the server refuses it writes and
+    /// linearizable reads.
+    pub fn is_learner(&self) -> bool {
+        self.raw.raft.prs().conf().learners().contains(&self.id)
+    }
+
+    /// The voters and learners this member's raft knows of.
+    pub fn membership(&self) -> (Vec<u64>, Vec<u64>) {
+        let conf = self.raw.raft.prs().conf().to_conf_state();
+        (conf.voters, conf.learners)
+    }
+
+    /// On a leader: whether `member` holds at least `percent` of the leader's log, the
+    /// server's condition for promoting a learner (`LearnerInSync`).
+    pub fn holds_log_share(&self, member: u64, percent: u64) -> bool {
+        let raft = &self.raw.raft;
+        raft.state == StateRole::Leader
+            && raft.prs().get(member).is_some_and(|progress| {
+                progress.matched * 100 >= raft.raft_log.last_index() * percent
+            })
+    }
+
     pub fn applied(&self) -> u64 {
         self.apply.applied()
     }
@@ -438,6 +472,9 @@ impl Member {
             Input::Message(message) => {
                 let _ = self.raw.step(message);
             }
+            Input::Propose { client, .. } | Input::Read { client, .. } if self.is_learner() => {
+                io.out.replies.push((client, Reply::Failed("learner")));
+            }
             Input::Propose { id, data, client } => {
                 self.apply.wait_for(id, client);
                 match self.raw.propose(Vec::new(), data) {
@@ -464,6 +501,13 @@ impl Member {
                         since: io.now,
                     });
                 }
+            }
+            Input::ProposeMembership { change, member } => {
+                let mut cc = ConfChange::default();
+                cc.set_change_type(change);
+                cc.node_id = member;
+                // A refused change is dropped, as node.rs reports it to no one waiting here.
+                let _ = self.raw.propose_conf_change(Vec::new(), cc);
             }
             Input::SnapshotStatus { to, status } => self.raw.report_snapshot(to, status),
             Input::Unreachable { to } => self.raw.report_unreachable(to),
@@ -573,12 +617,33 @@ impl Member {
         io.out.messages.extend(messages);
     }
 
+    /// node.rs `hand_over`: committed entries go to the apply loop, and membership changes
+    /// are applied to raft on the way (raft must know the new membership before it counts
+    /// the next votes) and recorded in the WAL.
     fn hand_over(&mut self, entries: Vec<Entry>, io: &mut Io) -> Result<(), Violation> {
         if entries.is_empty() {
             return Ok(());
         }
         for entry in &entries {
             io.invariants.committed(self.id, entry)?;
+            if entry.get_entry_type() != EntryType::EntryConfChange {
+                continue;
+            }
+            let cc: ConfChange = protobuf::Message::parse_from_bytes(&entry.data).map_err(|e| {
+                Violation::UnappliableEntry {
+                    member: self.id,
+                    index: entry.index,
+                    reason: format!("undecodable membership change: {e}"),
+                }
+            })?;
+            // Replayed after a restart, or refused by raft: raft's view stands (node.rs logs).
+            if let Ok(conf_state) = self.raw.apply_conf_change(&cc) {
+                self.disk.append(WalRecord::ConfState(conf_state.clone()));
+                self.memory.wl().set_conf_state(conf_state);
+            }
+            io.out
+                .membership_changes
+                .push((entry.index, cc.get_change_type(), cc.node_id));
         }
         self.apply.push(ApplyItem::Entries(entries));
         self.schedule_apply(io);
@@ -628,9 +693,12 @@ impl Member {
         }
         self.syncing = Some(ready);
         if self.disk.has_unsynced() {
-            let took = io
+            let mut took = io
                 .rng
                 .between(self.settings.sync_min_us, self.settings.sync_max_us);
+            if io.rng.chance(self.settings.sync_stall_per_mille) {
+                took += io.rng.between(0, self.settings.sync_stall_max_us);
+            }
             io.out.wakeups.push((io.now + took, Wakeup::SyncDone));
         } else {
             self.finish_ready(io)?;

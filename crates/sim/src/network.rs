@@ -53,6 +53,13 @@ impl Network {
         self.sides = Some(sides);
     }
 
+    /// A member joins: while partitioned, it starts on the first side.
+    pub fn add_member(&mut self) {
+        if let Some(sides) = &mut self.sides {
+            sides.push(0);
+        }
+    }
+
     pub fn heal(&mut self) {
         self.sides = None;
     }

@@ -92,7 +92,11 @@ pub struct Report {
     /// Distinct (term, leader) pairs seen.
     pub elections: u64,
     pub crashes: u64,
+    /// Members stopped for a while (SIGSTOP) and resumed.
+    pub pauses: u64,
     pub partitions: u64,
+    /// Membership changes committed: learners added, promoted, voters removed.
+    pub membership_changes: u64,
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
     pub messages_sent: u64,
@@ -112,7 +116,9 @@ impl Report {
         self.simulated_us += other.simulated_us;
         self.elections += other.elections;
         self.crashes += other.crashes;
+        self.pauses += other.pauses;
         self.partitions += other.partitions;
+        self.membership_changes += other.membership_changes;
         self.snapshots_taken += other.snapshots_taken;
         self.snapshots_installed += other.snapshots_installed;
         self.messages_sent += other.messages_sent;

@@ -3,8 +3,9 @@
 //! a seed replays the same run.
 //!
 //! A run has two phases. While faults are on, a chaos schedule crashes and restarts members
-//! (sometimes in the middle of a sync), partitions and heals the network and changes how
-//! lossy it is, and clients issue operations. Then everything heals and restarts, clients
+//! (sometimes in the middle of a sync), stops and resumes them, partitions and heals the
+//! network and changes how lossy it is, and adds, promotes and removes members, while
+//! clients issue operations. Then everything heals and restarts, clients
 //! stop, and the cluster must settle: a leader, a final write applied everywhere, every
 //! member at the same applied index. Last, the client history is checked.
 
@@ -12,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use cairn_linearizability::KvOutput;
 use raft::SnapshotStatus;
-use raft::prelude::{Message, MessageType};
+use raft::prelude::{ConfChangeType, Message, MessageType};
 
 use crate::apply::ApplyFaults;
 use crate::disk::Backend;
@@ -36,6 +37,10 @@ const EXPORT_WAIT_US: u64 = 30_000_000;
 const EXPORT_START_MAX_US: u64 = 100_000;
 /// How often a snapshot export looks at the state machine again.
 const EXPORT_POLL_US: u64 = 10_000;
+/// Members added to a run at most, each as a learner first.
+const MEMBERS_ADDED_MAX: usize = 3;
+/// The share of the leader's log a learner must hold to be promoted (the server's check).
+const PROMOTE_LOG_PERCENT: u64 = 90;
 /// How long the cluster gets to settle once faults stop.
 const SETTLE_LIMIT_US: u64 = 60_000_000;
 /// How often the settling phase looks at the cluster.
@@ -106,9 +111,27 @@ enum Event {
     Probe,
 }
 
+impl Event {
+    /// The member whose process handles this event, if any.
+    fn member(&self) -> Option<usize> {
+        match self {
+            Event::Tick { member, .. }
+            | Event::Wakeup { member, .. }
+            | Event::TransportReport { member, .. }
+            | Event::ClientArrives { member, .. } => Some(*member),
+            Event::Deliver { to, .. } => Some(*to),
+            Event::ExportSnapshot { from, .. } => Some(*from),
+            Event::SnapshotArrives { message, .. } => Some(message.to as usize - 1),
+            _ => None,
+        }
+    }
+}
+
 enum Slot {
     Up(Box<Member>),
     Down(Disk),
+    /// Removed from the cluster: stopped for good.
+    Removed,
 }
 
 /// An operation a client is waiting on.
@@ -151,6 +174,14 @@ pub struct World {
     slots: Vec<Slot>,
     incarnations: Vec<u64>,
     tick_us: Vec<u64>,
+    /// Until when each member is stopped (SIGSTOP): its events wait until then.
+    paused_until: Vec<u64>,
+    /// Each member's `initial_voters`: the founding members bootstrap the cluster, members
+    /// added later join it with none.
+    initial_voters: Vec<Vec<u64>>,
+    /// Log indexes of the membership changes seen committed.
+    membership_changes: BTreeSet<u64>,
+    disk_faults: DiskFaults,
     settings: MemberSettings,
     network: Network,
     healthy: Conditions,
@@ -188,6 +219,8 @@ impl World {
             applied_report_entries: rng.between(1, 16),
             sync_min_us,
             sync_max_us: sync_min_us + rng.between(0, 3_000),
+            sync_stall_per_mille: rng.between(0, 20),
+            sync_stall_max_us: 500_000,
             apply_max_us: rng.between(0, 20_000),
             read_timeout_us: 3_000_000,
             faults: MemberFaults {
@@ -227,6 +260,10 @@ impl World {
                 .collect(),
             incarnations: vec![0; members],
             tick_us,
+            paused_until: vec![0; members],
+            initial_voters: vec![settings.voters.clone(); members],
+            membership_changes: BTreeSet::new(),
+            disk_faults,
             settings,
             network: Network::new(healthy.clone()),
             healthy,
@@ -308,6 +345,14 @@ impl World {
             };
             self.now = at;
             self.step += 1;
+            // A stopped process does nothing: what would reach it waits until it resumes,
+            // and the ticks it missed come as one, as node.rs ticks at most once per turn.
+            if let Some(member) = event.member()
+                && self.paused_until[member] > at
+            {
+                self.schedule(self.paused_until[member], event);
+                continue;
+            }
             self.dispatch(event)?;
         }
         self.check_history()?;
@@ -468,6 +513,21 @@ impl World {
             self.applied_requests.insert(id);
             if id >= FINAL_WRITE_ID_BASE && self.final_index.is_none() {
                 self.final_index = Some(log_index);
+            }
+        }
+        for (log_index, change, member) in out.membership_changes {
+            if !self.membership_changes.insert(log_index) {
+                continue;
+            }
+            self.report.membership_changes += 1;
+            self.trace_line(format_args!(
+                "membership change committed at {log_index}: {change:?} {member}"
+            ));
+            // A removed member stops for good, as etcd's does once it sees its removal.
+            if change == ConfChangeType::RemoveNode
+                && let Some(slot) = self.slots.get_mut(member as usize - 1)
+            {
+                *slot = Slot::Removed;
             }
         }
     }
@@ -633,6 +693,7 @@ impl World {
         self.slots[index] = match slot {
             Slot::Up(member) => {
                 self.report.crashes += 1;
+                self.paused_until[index] = 0;
                 self.trace_line(format_args!("member {} crashed", index + 1));
                 if self.phase == Phase::Faults {
                     let back = self.now + self.rng.between(100_000, 8_000_000);
@@ -651,8 +712,8 @@ impl World {
         );
         let disk = match slot {
             Slot::Down(disk) => disk,
-            up => {
-                self.slots[index] = up;
+            up_or_removed => {
+                self.slots[index] = up_or_removed;
                 return Ok(());
             }
         };
@@ -667,6 +728,7 @@ impl World {
             trace: self.trace,
         };
         let mut settings = self.settings.clone();
+        settings.voters = self.initial_voters[index].clone();
         if index == 0 && self.injected_bug == Some(InjectedBug::StateMachineDivergence) {
             settings.faults.apply = ApplyFaults::CorruptsPuts;
         }
@@ -703,7 +765,11 @@ impl World {
         if self.phase != Phase::Faults {
             return Ok(());
         }
-        let n = self.member_count();
+        let n = self
+            .slots
+            .iter()
+            .filter(|s| !matches!(s, Slot::Removed))
+            .count();
         let up = self.up_members();
         let down = n - up.len();
         // Usually a minority at most is down; now and then the whole cluster may go.
@@ -739,11 +805,77 @@ impl World {
                 self.trace_line(format_args!("network conditions now {conditions:?}"));
                 self.network.conditions = conditions;
             }
+            75..=84 => self.change_membership()?,
+            85..=92 if !up.is_empty() => {
+                let member = match self.leader() {
+                    Some(leader) if self.rng.chance(500) => leader,
+                    _ => *self.rng.pick(&up),
+                };
+                let until = self.now + self.rng.between(200_000, 5_000_000);
+                self.paused_until[member] = self.paused_until[member].max(until);
+                self.report.pauses += 1;
+                self.trace_line(format_args!(
+                    "member {} stopped until {:.3} ms",
+                    member + 1,
+                    until as f64 / 1000.0
+                ));
+            }
             _ => {}
         }
         let next = self.now + self.rng.between(100_000, 2_000_000);
         self.schedule(next, Event::Chaos);
         Ok(())
+    }
+
+    /// One membership change through the leader, as an operator would make them: promote a
+    /// learner once it holds nearly all of the log, else sometimes remove a voter (keeping
+    /// three), else add a new member as a learner and start it.
+    fn change_membership(&mut self) -> Result<(), Violation> {
+        let Some(leader) = self.leader() else {
+            return Ok(());
+        };
+        let Slot::Up(member) = &self.slots[leader] else {
+            return Ok(());
+        };
+        let (voters, learners) = member.membership();
+        let change = if let Some(&learner) = learners.first() {
+            if !member.holds_log_share(learner, PROMOTE_LOG_PERCENT) {
+                return Ok(());
+            }
+            (ConfChangeType::AddNode, learner)
+        } else if voters.len() > 3 && self.rng.chance(500) {
+            (ConfChangeType::RemoveNode, *self.rng.pick(&voters))
+        } else if self.slots.len() < self.report.members + MEMBERS_ADDED_MAX {
+            let index = self.slots.len();
+            self.slots.push(Slot::Down(Disk::new(self.disk_faults)));
+            self.incarnations.push(0);
+            self.tick_us
+                .push(TICK_US - 2_000 + self.rng.between(0, 4_000));
+            self.initial_voters.push(Vec::new());
+            self.paused_until.push(0);
+            self.network.add_member();
+            self.trace_line(format_args!("member {} starts, to join", index + 1));
+            self.restart(index)?;
+            (ConfChangeType::AddLearnerNode, index as u64 + 1)
+        } else {
+            return Ok(());
+        };
+        self.trace_line(format_args!(
+            "proposing {:?} {} through member {}",
+            change.0,
+            change.1,
+            leader + 1
+        ));
+        self.with_member(leader, |m, io| {
+            m.deliver(
+                Input::ProposeMembership {
+                    change: change.0,
+                    member: change.1,
+                },
+                io,
+            );
+            Ok(TurnEnd::Done)
+        })
     }
 
     /// Two non-empty sides: sometimes the leader alone, otherwise a random split.
@@ -784,6 +916,7 @@ impl World {
         ));
         self.network.heal();
         self.network.conditions = self.healthy.clone();
+        self.paused_until.fill(0);
         for member in 0..self.member_count() {
             if let Slot::Up(m) = &mut self.slots[member] {
                 m.arm_crash_at_next_sync(false);
@@ -796,32 +929,49 @@ impl World {
         Ok(())
     }
 
+    /// The members of the cluster as the leader sees it, voters and learners; a member
+    /// started to join but never added is not one.
+    fn cluster_members(&self) -> Vec<usize> {
+        let Some(Slot::Up(leader)) = self.leader().map(|l| &self.slots[l]) else {
+            return Vec::new();
+        };
+        let (voters, learners) = leader.membership();
+        voters
+            .into_iter()
+            .chain(learners)
+            .map(|id| id as usize - 1)
+            .collect()
+    }
+
     /// While settling: propose the final write through the leader until it is applied on
     /// every member, then wait until every member has applied the same index.
     fn probe(&mut self) -> Result<(), Violation> {
-        let applied: Vec<u64> = self
-            .slots
+        let members = self.cluster_members();
+        let applied: Vec<(u64, Option<u64>)> = members
             .iter()
-            .map(|s| match s {
-                Slot::Up(m) => m.applied(),
-                Slot::Down(_) => 0,
+            .map(|&i| match &self.slots[i] {
+                Slot::Up(m) => (i as u64 + 1, Some(m.applied())),
+                _ => (i as u64 + 1, None),
             })
             .collect();
         let clients_idle = self.clients.iter().all(|c| c.pending.is_none());
         // Every member holds the final write, by applying it or a snapshot after it.
-        let everywhere = self
-            .final_index
-            .is_some_and(|index| applied.iter().all(|a| *a >= index));
-        if everywhere && clients_idle && self.converged()? {
+        let everywhere = self.final_index.is_some_and(|index| {
+            !applied.is_empty() && applied.iter().all(|(_, a)| a.is_some_and(|a| a >= index))
+        });
+        if everywhere && clients_idle && self.converged(&members)? {
             self.phase = Phase::Settled;
-            self.report.last_applied_index = applied[0];
-            self.trace_line(format_args!("settled at applied index {}", applied[0]));
+            self.report.last_applied_index = applied[0].1.unwrap_or(0);
+            self.trace_line(format_args!(
+                "settled at applied index {}",
+                self.report.last_applied_index
+            ));
             return Ok(());
         }
         if self.now >= self.faults_end_us + SETTLE_LIMIT_US {
             let leader = self.leader().map(|l| l + 1);
             return Err(Violation::NotLive(format!(
-                "not settled {} s after faults stopped: leader {leader:?}, final write at index {:?}, applied indexes {applied:?}, clients idle {clients_idle}",
+                "not settled {} s after faults stopped: leader {leader:?}, final write at index {:?}, (member, applied) {applied:?}, clients idle {clients_idle}",
                 SETTLE_LIMIT_US / 1_000_000,
                 self.final_index,
             )));
@@ -855,19 +1005,20 @@ impl World {
         Ok(())
     }
 
-    /// Every member up, at one applied index equal to its commit index, with one state.
-    fn converged(&self) -> Result<bool, Violation> {
-        let mut members = self.slots.iter().map(|s| match s {
-            Slot::Up(m) => Some(m),
-            Slot::Down(_) => None,
-        });
-        let Some(Some(first)) = members.next() else {
-            return Ok(false);
-        };
-        for member in members {
-            let Some(member) = member else {
+    /// Every member of the cluster up, at one applied index equal to its commit index, with
+    /// one state.
+    fn converged(&self, members: &[usize]) -> Result<bool, Violation> {
+        let mut up = Vec::with_capacity(members.len());
+        for &index in members {
+            let Slot::Up(member) = &self.slots[index] else {
                 return Ok(false);
             };
+            up.push(member);
+        }
+        let Some(first) = up.first() else {
+            return Ok(false);
+        };
+        for member in &up {
             if member.applied() != first.applied() || member.committed() != member.applied() {
                 return Ok(false);
             }
@@ -881,7 +1032,7 @@ impl World {
                 });
             }
         }
-        Ok(first.committed() == first.applied())
+        Ok(true)
     }
 
     fn client_next(&mut self, client: usize) {

@@ -36,6 +36,11 @@ fn every_seed_stays_safe_settles_and_is_linearizable() {
     if seeds >= 50 {
         assert!(total.elections > seeds, "few elections: {total:?}");
         assert!(total.crashes > seeds, "few crashes: {total:?}");
+        assert!(total.pauses > seeds / 2, "few pauses: {total:?}");
+        assert!(
+            total.membership_changes > seeds / 2,
+            "few membership changes: {total:?}"
+        );
         assert!(total.partitions > seeds / 2, "few partitions: {total:?}");
         assert!(
             total.snapshots_installed > seeds / 10,
