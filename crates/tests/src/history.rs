@@ -2,7 +2,7 @@
 //!
 //! Every attempt is kept as an [`Entry`]: which client, what it asked, when it called and when
 //! it got its answer (nanoseconds on one monotonic clock, from the history's creation), and the
-//! outcome. [`History::operations`] turns entries into the checker's operations by one rule:
+//! outcome. [`History::check`] turns entries into the checker's operations by one rule:
 //!
 //! - an answer is an operation with its output;
 //! - a failed read is left out: a read changes nothing, so leaving it out explains any failure;
@@ -88,10 +88,6 @@ pub struct Call<'a> {
 }
 
 impl Call<'_> {
-    pub fn input(&self) -> &KvInput {
-        &self.input
-    }
-
     /// The member answered with `output`.
     pub fn returned(self, output: KvOutput) {
         self.finish(Outcome::Ok(output));
@@ -162,11 +158,6 @@ impl History {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The checker's operations (see the module header for the rule).
-    pub fn operations(&self) -> Vec<KvOperation> {
-        self.lock().iter().filter_map(operation_of).collect()
     }
 
     /// Checks the history for linearizability under the key-value model, one key at a time

@@ -1,7 +1,8 @@
 //! Membership changes under load, driven by the real etcdctl: a learner is added, refused
 //! promotion while it has not started, started, promoted once it has caught up, and then
 //! the leader is removed. etcdctl's outputs (`member add`, `promote`, `remove`, and the
-//! `member list` table) are checked at each step, and the clients' history, recorded
+//! `member list` table) are checked at each step (the messages print IDs as `%16x`, padded
+//! with spaces, the table as `%x`), and the clients' history, recorded
 //! throughout, must stay linearizable with no acknowledged write lost.
 
 use std::collections::BTreeSet;
@@ -97,10 +98,7 @@ fn a_learner_is_promoted_once_in_sync_and_the_leader_is_removed_under_load() {
             &cluster.etcdctl(&["member", "list", "-w", "json"]),
         ))
         .expect("member list JSON");
-        format!(
-            "{:x}",
-            list["header"]["cluster_id"].as_u64().expect("cluster_id")
-        )
+        list["header"]["cluster_id"].as_u64().expect("cluster_id")
     };
     let runtime = client_runtime();
     let urls: Vec<String> = (0..3).map(|i| cluster.member(i).url()).collect();
@@ -109,12 +107,12 @@ fn a_learner_is_promoted_once_in_sync_and_the_leader_is_removed_under_load() {
 
     // A learner that has not started cannot be in sync.
     let (learner, added) = cluster.announce_member(true);
-    let learner_id = format!("{:x}", cluster.member(learner).id().expect("ID from add"));
+    let learner_id = cluster.member(learner).id().expect("ID from add");
     let peer_url = cluster.member(learner).peer_url();
     let mut lines = added.lines();
     assert_eq!(
         lines.next(),
-        Some(format!("Member {learner_id} added to cluster {cluster_id}").as_str()),
+        Some(format!("Member {learner_id:16x} added to cluster {cluster_id:16x}").as_str()),
         "{added}"
     );
     assert_eq!(lines.next(), Some(""), "{added}");
@@ -141,7 +139,7 @@ fn a_learner_is_promoted_once_in_sync_and_the_leader_is_removed_under_load() {
     );
     let mut rows: BTreeSet<Row> = (0..3).map(|i| started_row(&cluster, i, false)).collect();
     rows.insert(Row {
-        id: learner_id.clone(),
+        id: format!("{learner_id:x}"),
         status: "unstarted".to_owned(),
         name: String::new(),
         peer_addrs: peer_url.clone(),
@@ -173,7 +171,7 @@ fn a_learner_is_promoted_once_in_sync_and_the_leader_is_removed_under_load() {
     };
     assert_eq!(
         promoted,
-        format!("Member {learner_id} promoted in cluster {cluster_id}\n")
+        format!("Member {learner_id:16x} promoted in cluster {cluster_id:16x}\n")
     );
     let rows: BTreeSet<Row> = (0..4).map(|i| started_row(&cluster, i, false)).collect();
     assert_eq!(member_table(&cluster), rows);
@@ -181,11 +179,11 @@ fn a_learner_is_promoted_once_in_sync_and_the_leader_is_removed_under_load() {
 
     // The leader goes; the other three carry on.
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
-    let leader_id = format!("{:x}", cluster.member(leader).id().expect("ID known"));
+    let leader_id = cluster.member(leader).id().expect("ID known");
     let removed = cluster.remove_member(leader);
     assert_eq!(
         removed,
-        format!("Member {leader_id} removed from cluster {cluster_id}\n")
+        format!("Member {leader_id:16x} removed from cluster {cluster_id:16x}\n")
     );
     cluster.wait_for_new_leader(leader, LEADER_TIMEOUT);
     let rows: BTreeSet<Row> = (0..4)

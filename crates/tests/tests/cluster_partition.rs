@@ -142,9 +142,15 @@ fn a_cut_off_member_serves_no_write_or_linearizable_read_and_catches_up_after_he
             .filter(|e| e.succeeded())
             .map(describe_entry)
             .collect();
+        // A peer connection whose dialer the proxies could not identify escapes the cut:
+        // with any, an answer here may be the harness's fault rather than the server's.
+        let unidentified: Vec<u64> = (0..3)
+            .map(|i| cluster.member(i).unidentified_peer_connections())
+            .collect();
         assert!(
             served.is_empty(),
-            "m{} answered while cut off:\n{}",
+            "m{} answered while cut off (peer connections the proxies could not attribute: \
+             {unidentified:?}):\n{}",
             isolation.member,
             served.join("\n")
         );
