@@ -1096,7 +1096,7 @@ async fn publish_attributes(server: Arc<Server>, attributes: Member) {
         if current {
             return;
         }
-        if recorded.is_some() && server.has_leader() && !server.raft.is_learner() {
+        if recorded.is_some() && server.has_leader() {
             let request = internal_request::Request::MemberAttributes(attributes.clone());
             match server.propose(request).await {
                 Ok(_) => {
