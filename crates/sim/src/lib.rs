@@ -1,9 +1,9 @@
 //! Deterministic simulation of a multi-member Cairn cluster: raft members, their apply
 //! loops and their disks under a simulated network, with crashes, restarts, pauses,
 //! partitions, message loss, duplication and reordering, and membership changes, all drawn
-//! from one seed. A run checks raft's
-//! safety as it goes (one leader per term, committed entries never change, equal state at
-//! equal applied index), then that the cluster settles once faults stop, then that the
+//! from one seed. A run checks raft's safety as it goes (one leader per term, committed
+//! entries never change, equal state at equal applied index, each member's membership is
+//! the one the log says), then that the cluster settles once faults stop, then that the
 //! clients' history is linearizable. A failing seed replays exactly.
 //!
 //! It drives the same raft library with the same configuration as Cairn, and must never
@@ -89,6 +89,20 @@ impl InjectedBug {
     }
 }
 
+/// Bugs the simulation found in Cairn and can reproduce (tests/known_bugs.rs). Each is off
+/// by default, with the fault that exposes it left out or the proposed fix in place, so that
+/// runs keep looking for new bugs; turn one on to see it, or to check a fix.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KnownBugs {
+    /// While faults last, crash members inside every install of a received backend (the
+    /// file renamed into place, its snapshot index not yet recorded). Off: no such crash.
+    pub crash_inside_backend_install: bool,
+    /// Leave the membership a committed change produces unsynced in the WAL when node.rs
+    /// records it after the Ready's sync, so the backend can be persisted past the change
+    /// first. Off: the record is synced at once, as the proposed fix does.
+    pub unsynced_membership: bool,
+}
+
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Members in the cluster; `None` lets the seed choose 3 or 5.
@@ -97,10 +111,8 @@ pub struct Options {
     pub trace: bool,
     /// Client operations per run at most: the history check's cost grows with them.
     pub operations_max: u64,
-    /// While faults last, crash members inside every install of a received backend (the
-    /// file renamed into place, its snapshot index not yet recorded). Off by default: Cairn
-    /// does not survive it yet (tests/known_bugs.rs).
-    pub crash_inside_backend_install: bool,
+    /// Bugs of Cairn's to reproduce; none by default, so that runs look for new ones.
+    pub known_bugs: KnownBugs,
     pub injected_bug: Option<InjectedBug>,
 }
 
@@ -110,7 +122,7 @@ impl Default for Options {
             members: None,
             trace: false,
             operations_max: 150,
-            crash_inside_backend_install: false,
+            known_bugs: KnownBugs::default(),
             injected_bug: None,
         }
     }
@@ -148,8 +160,11 @@ pub fn reproduce_command(seed: u64, options: &Options) -> String {
     if options.operations_max != Options::default().operations_max {
         command.push_str(&format!(" --ops {}", options.operations_max));
     }
-    if options.crash_inside_backend_install {
-        command.push_str(" --crash-inside-install");
+    if options.known_bugs.crash_inside_backend_install {
+        command.push_str(" --known-bug install-crash");
+    }
+    if options.known_bugs.unsynced_membership {
+        command.push_str(" --known-bug unsynced-membership");
     }
     if let Some(bug) = options.injected_bug {
         command.push_str(&format!(" --inject {}", bug.name()));

@@ -9,7 +9,7 @@ use cairn_sim::{InjectedBug, Options, Report, reproduce_command, run};
 
 const USAGE: &str = "\
 usage: cairn-sim [--seeds N] [--start S] [--seed S] [--nodes 3|5] [--ops N] [--trace] [--keep-going]
-                 [--crash-inside-install]
+                 [--known-bug install-crash|unsynced-membership]
                  [--inject forget-synced|ack-before-sync|stale-reads|diverge|forged-history]
 
   --seeds N   run seeds S..S+N (default 100), S from --start (default 0)
@@ -18,7 +18,7 @@ usage: cairn-sim [--seeds N] [--start S] [--seed S] [--nodes 3|5] [--ops N] [--t
   --ops N     client operations per run at most (default 150)
   --trace     print every run's events to stderr
   --keep-going  run every seed even after one fails, then list the failures
-  --crash-inside-install  also crash members in the middle of installing a received backend
+  --known-bug B   reproduce a bug of Cairn's the simulation found (tests/known_bugs.rs)
   --inject B  plant a bug, to see the checks catch it";
 
 struct Args {
@@ -59,7 +59,11 @@ fn parse_args() -> Result<Args, String> {
             "--ops" => args.options.operations_max = number(value()?)?,
             "--trace" => args.options.trace = true,
             "--keep-going" => args.keep_going = true,
-            "--crash-inside-install" => args.options.crash_inside_backend_install = true,
+            "--known-bug" => match value()?.as_str() {
+                "install-crash" => args.options.known_bugs.crash_inside_backend_install = true,
+                "unsynced-membership" => args.options.known_bugs.unsynced_membership = true,
+                other => return Err(format!("unknown known bug {other:?}")),
+            },
             "--inject" => {
                 let name = value()?;
                 let bug =

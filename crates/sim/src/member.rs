@@ -35,11 +35,13 @@ pub const TICK_US: u64 = 100_000;
 /// Entries kept in memory behind the applied index at most (`RETAINED_APPLIED_ENTRIES`).
 const RETAINED_APPLIED_ENTRIES: u64 = 10_000;
 
-/// A client operation waiting for an answer: which client, and which of its operations.
+/// A client operation waiting for an answer: which client, which of its operations, and
+/// which attempt at it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientRef {
     pub client: usize,
     pub op: u64,
+    pub attempt: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,6 +169,10 @@ pub struct MemberSettings {
     pub apply_max_us: u64,
     /// How long a read may wait for a leader before it fails (`read_index_timeout`).
     pub read_timeout_us: u64,
+    /// Sync the WAL as soon as a committed membership change is recorded, so the apply
+    /// loop can never persist the backend past a change the WAL could still lose. node.rs
+    /// does not yet (`KnownBugs::unsynced_membership`).
+    pub syncs_membership_at_once: bool,
     pub faults: MemberFaults,
 }
 
@@ -387,6 +393,11 @@ impl Member {
 
     pub fn committed(&self) -> u64 {
         self.raw.raft.raft_log.committed
+    }
+
+    /// The last entry handed over to the apply loop (raft's applied index).
+    pub fn handed_over(&self) -> u64 {
+        self.raw.raft.raft_log.applied
     }
 
     pub fn digest(&self) -> u64 {
@@ -640,6 +651,9 @@ impl Member {
             if let Ok(conf_state) = self.raw.apply_conf_change(&cc) {
                 self.disk.append(WalRecord::ConfState(conf_state.clone()));
                 self.memory.wl().set_conf_state(conf_state);
+                if self.settings.syncs_membership_at_once {
+                    self.disk.sync();
+                }
             }
             io.out
                 .membership_changes

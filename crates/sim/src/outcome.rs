@@ -45,6 +45,15 @@ pub enum Violation {
         index: u64,
         reason: String,
     },
+    #[error(
+        "member {member} has handed over every committed entry up to {index} but its raft knows {known}; the log says {log}"
+    )]
+    MembershipDiverged {
+        member: u64,
+        index: u64,
+        known: String,
+        log: String,
+    },
     #[error("member {member} cannot replay its WAL: {reason}")]
     CorruptLog { member: u64, reason: String },
     #[error("member {member}: raft-rs returned an error: {error}")]

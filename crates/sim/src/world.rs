@@ -47,6 +47,9 @@ const SETTLE_LIMIT_US: u64 = 60_000_000;
 const PROBE_INTERVAL_US: u64 = 100_000;
 /// A final write not applied anywhere after this long is proposed again.
 const FINAL_WRITE_RETRY_US: u64 = 3_000_000;
+/// How long a client waits before it tries a certainly failed request on another member.
+const CLIENT_RETRY_MIN_US: u64 = 20_000;
+const CLIENT_RETRY_MAX_US: u64 = 200_000;
 /// Request ids of final writes: above any client's.
 const FINAL_WRITE_ID_BASE: u64 = u64::MAX / 2;
 /// The client index final writes answer to; no client has it.
@@ -97,7 +100,12 @@ enum Event {
         reply: Reply,
     },
     ClientTimeout {
-        client: ClientRef,
+        client: usize,
+        op: u64,
+    },
+    ClientRetry {
+        client: usize,
+        op: u64,
     },
     ClientNext {
         client: usize,
@@ -138,7 +146,10 @@ enum Slot {
 struct Pending {
     op: u64,
     input: ClientOp,
-    request_id: u64,
+    /// Attempts so far; a request that certainly failed is tried again on another member.
+    attempt: u64,
+    /// The request id of every attempt.
+    request_ids: Vec<u64>,
     called: u64,
 }
 
@@ -149,10 +160,10 @@ struct Client {
     seen: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
-/// A history entry with the request id of a write, to tell "unknown" from "no effect".
+/// A history entry with the request ids of a write, to tell "unknown" from "no effect".
 struct Recorded {
     op: HistoryOp,
-    request_id: Option<u64>,
+    request_ids: Vec<u64>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -179,8 +190,8 @@ pub struct World {
     /// Each member's `initial_voters`: the founding members bootstrap the cluster, members
     /// added later join it with none.
     initial_voters: Vec<Vec<u64>>,
-    /// Log indexes of the membership changes seen committed.
-    membership_changes: BTreeSet<u64>,
+    /// The membership changes seen committed, by log index.
+    membership_changes: BTreeMap<u64, (ConfChangeType, u64)>,
     disk_faults: DiskFaults,
     settings: MemberSettings,
     network: Network,
@@ -223,6 +234,7 @@ impl World {
             sync_stall_max_us: 500_000,
             apply_max_us: rng.between(0, 20_000),
             read_timeout_us: 3_000_000,
+            syncs_membership_at_once: !options.known_bugs.unsynced_membership,
             faults: MemberFaults {
                 acknowledges_before_sync: bug == Some(InjectedBug::AcknowledgeBeforeSync),
                 serves_stale_reads: bug == Some(InjectedBug::StaleFollowerReads),
@@ -248,7 +260,7 @@ impl World {
         };
         let world = World {
             trace: options.trace,
-            crash_inside_backend_install: options.crash_inside_backend_install,
+            crash_inside_backend_install: options.known_bugs.crash_inside_backend_install,
             injected_bug: bug,
             rng,
             now: 0,
@@ -262,7 +274,7 @@ impl World {
             tick_us,
             paused_until: vec![0; members],
             initial_voters: vec![settings.voters.clone(); members],
-            membership_changes: BTreeSet::new(),
+            membership_changes: BTreeMap::new(),
             disk_faults,
             settings,
             network: Network::new(healthy.clone()),
@@ -440,8 +452,18 @@ impl World {
                 self.client_reply(client, reply);
                 Ok(())
             }
-            Event::ClientTimeout { client } => {
-                self.client_timeout(client);
+            Event::ClientTimeout { client, op } => {
+                self.client_timeout(client, op);
+                Ok(())
+            }
+            Event::ClientRetry { client, op } => {
+                if self.clients[client]
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.op == op)
+                {
+                    self.send_attempt(client);
+                }
                 Ok(())
             }
             Event::ClientNext { client } => {
@@ -516,7 +538,11 @@ impl World {
             }
         }
         for (log_index, change, member) in out.membership_changes {
-            if !self.membership_changes.insert(log_index) {
+            if self
+                .membership_changes
+                .insert(log_index, (change, member))
+                .is_some()
+            {
                 continue;
             }
             self.report.membership_changes += 1;
@@ -765,6 +791,7 @@ impl World {
         if self.phase != Phase::Faults {
             return Ok(());
         }
+        self.check_membership()?;
         let n = self
             .slots
             .iter()
@@ -954,6 +981,7 @@ impl World {
                 _ => (i as u64 + 1, None),
             })
             .collect();
+        self.check_membership()?;
         let clients_idle = self.clients.iter().all(|c| c.pending.is_none());
         // Every member holds the final write, by applying it or a snapshot after it.
         let everywhere = self.final_index.is_some_and(|index| {
@@ -991,6 +1019,7 @@ impl World {
             let client = ClientRef {
                 client: SETTLE_CLIENT,
                 op: self.final_attempts,
+                attempt: 1,
             };
             self.trace_line(format_args!(
                 "final write {id} through member {}",
@@ -1002,6 +1031,65 @@ impl World {
             })?;
         }
         self.schedule(self.now + PROBE_INTERVAL_US, Event::Probe);
+        Ok(())
+    }
+
+    /// The voters and learners the committed log says the cluster has after `index`.
+    fn membership_at(&self, index: u64) -> (Vec<u64>, Vec<u64>) {
+        let mut voters: BTreeSet<u64> = self.settings.voters.iter().copied().collect();
+        let mut learners = BTreeSet::new();
+        for (change, member) in self.membership_changes.range(..=index).map(|(_, c)| c) {
+            match change {
+                ConfChangeType::AddNode => {
+                    learners.remove(member);
+                    voters.insert(*member);
+                }
+                ConfChangeType::AddLearnerNode => {
+                    voters.remove(member);
+                    learners.insert(*member);
+                }
+                ConfChangeType::RemoveNode => {
+                    voters.remove(member);
+                    learners.remove(member);
+                }
+            }
+        }
+        (voters.into_iter().collect(), learners.into_iter().collect())
+    }
+
+    /// A member that has handed over everything it knows committed has the membership the
+    /// log says at that index, whatever crashes it went through. It may be ahead: a
+    /// membership it recorded in the WAL before a crash may cover changes committed after
+    /// the commit index it recovered.
+    fn check_membership(&self) -> Result<(), Violation> {
+        for slot in &self.slots {
+            let Slot::Up(member) = slot else {
+                continue;
+            };
+            let index = member.handed_over();
+            // A joining member with no log yet knows nothing; one catching up is checked
+            // once it has caught up.
+            if index == 0 || index != member.committed() {
+                continue;
+            }
+            let (mut voters, mut learners) = member.membership();
+            voters.sort_unstable();
+            learners.sort_unstable();
+            let known = (voters, learners);
+            let log = self.membership_at(index);
+            let mut later = self.membership_changes.range(index + 1..).map(|(i, _)| *i);
+            if known != log && !later.any(|i| self.membership_at(i) == known) {
+                let describe = |(voters, learners): &(Vec<u64>, Vec<u64>)| {
+                    format!("voters {voters:?} and learners {learners:?}")
+                };
+                return Err(Violation::MembershipDiverged {
+                    member: member.id(),
+                    index,
+                    known: describe(&known),
+                    log: describe(&log),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -1057,31 +1145,57 @@ impl World {
                 }
             }
         };
-        let request_id = ((client as u64 + 1) << 32) | op;
+        self.clients[client].pending = Some(Pending {
+            op,
+            input,
+            attempt: 0,
+            request_ids: Vec::new(),
+            called: self.now,
+        });
+        self.report.operations_issued += 1;
+        let timeout = self.now + self.op_timeout_us;
+        self.schedule(timeout, Event::ClientTimeout { client, op });
+        self.send_attempt(client);
+    }
+
+    /// Sends the client's pending operation, as its next attempt, to a member picked at
+    /// random.
+    fn send_attempt(&mut self, client: usize) {
         let member = self.rng.below(self.member_count() as u64) as usize;
-        let client_ref = ClientRef { client, op };
-        let node_input = match &input {
+        let Some(pending) = self.clients[client].pending.as_mut() else {
+            return;
+        };
+        pending.attempt += 1;
+        let client_ref = ClientRef {
+            client,
+            op: pending.op,
+            attempt: pending.attempt,
+        };
+        let request_id = ((client as u64 + 1) << 32) | (pending.op << 8) | pending.attempt;
+        let node_input = match &pending.input {
             ClientOp::Get { key } => Input::Read {
                 key: key.clone(),
                 client: client_ref,
             },
-            write => Input::Propose {
-                id: request_id,
-                data: encode_request(request_id, write).expect("a write has entry data"),
-                client: client_ref,
-            },
+            write => {
+                pending.request_ids.push(request_id);
+                Input::Propose {
+                    id: request_id,
+                    data: encode_request(request_id, write).expect("a write has entry data"),
+                    client: client_ref,
+                }
+            }
         };
-        self.trace_line(format_args!(
-            "client {client} op {op} -> member {}: {input}",
-            member + 1
-        ));
-        self.clients[client].pending = Some(Pending {
-            op,
-            input,
-            request_id,
-            called: self.now,
-        });
-        self.report.operations_issued += 1;
+        if self.trace {
+            eprintln!(
+                "{:>12.3} ms  client {client} op {} attempt {} -> member {}: {}",
+                self.now as f64 / 1000.0,
+                client_ref.op,
+                client_ref.attempt,
+                member + 1,
+                pending.input
+            );
+        }
         let arrives = self.now + self.network.client_delay(&mut self.rng);
         self.schedule(
             arrives,
@@ -1091,37 +1205,47 @@ impl World {
                 client: client_ref,
             },
         );
-        let timeout = self.now + self.op_timeout_us;
-        self.schedule(timeout, Event::ClientTimeout { client: client_ref });
     }
 
-    /// Takes the client's pending operation if `client` names it, and plans its next one.
-    fn finish_pending(&mut self, client: ClientRef) -> Option<Pending> {
-        let c = self.clients.get_mut(client.client)?;
-        if c.pending.as_ref().is_none_or(|p| p.op != client.op) {
+    /// Takes the client's pending operation `op`, and plans its next one.
+    fn finish_pending(&mut self, client: usize, op: u64) -> Option<Pending> {
+        let c = self.clients.get_mut(client)?;
+        if c.pending.as_ref().is_none_or(|p| p.op != op) {
             return None;
         }
         let pending = c.pending.take();
         let next = self.now + self.rng.between(0, self.think_max_us);
-        self.schedule(
-            next,
-            Event::ClientNext {
-                client: client.client,
-            },
-        );
+        self.schedule(next, Event::ClientNext { client });
         pending
     }
 
     fn client_reply(&mut self, client: ClientRef, reply: Reply) {
-        let Some(pending) = self.finish_pending(client) else {
+        let current = self
+            .clients
+            .get(client.client)
+            .and_then(|c| c.pending.as_ref())
+            .is_some_and(|p| p.op == client.op && p.attempt == client.attempt);
+        if !current {
             return;
-        };
+        }
         self.trace_line(format_args!(
-            "client {} op {} <- {reply}",
-            client.client, client.op
+            "client {} op {} attempt {} <- {reply}",
+            client.client, client.op, client.attempt
         ));
         let Reply::Output(output) = reply else {
-            // Certainly no effect: a failed operation constrains nothing.
+            // Certainly no effect: try another member after a moment, as clientv3 does.
+            let retry = self.now + self.rng.between(CLIENT_RETRY_MIN_US, CLIENT_RETRY_MAX_US);
+            let op = client.op;
+            self.schedule(
+                retry,
+                Event::ClientRetry {
+                    client: client.client,
+                    op,
+                },
+            );
+            return;
+        };
+        let Some(pending) = self.finish_pending(client.client, client.op) else {
             return;
         };
         let seen = &mut self.clients[client.client].seen;
@@ -1138,7 +1262,6 @@ impl World {
             }
             _ => {}
         }
-        let request_id = (!pending.input.is_read()).then_some(pending.request_id);
         self.history.push(Recorded {
             op: HistoryOp {
                 input: pending.input,
@@ -1146,18 +1269,15 @@ impl World {
                 called: pending.called,
                 returned: Some(self.now),
             },
-            request_id,
+            request_ids: pending.request_ids,
         });
     }
 
-    fn client_timeout(&mut self, client: ClientRef) {
-        let Some(pending) = self.finish_pending(client) else {
+    fn client_timeout(&mut self, client: usize, op: u64) {
+        let Some(pending) = self.finish_pending(client, op) else {
             return;
         };
-        self.trace_line(format_args!(
-            "client {} op {} timed out",
-            client.client, client.op
-        ));
+        self.trace_line(format_args!("client {client} op {op} timed out"));
         // A read that never answered changed nothing; a write may have happened.
         if !pending.input.is_read() {
             self.history.push(Recorded {
@@ -1167,7 +1287,7 @@ impl World {
                     called: pending.called,
                     returned: None,
                 },
-                request_id: Some(pending.request_id),
+                request_ids: pending.request_ids,
             });
         }
     }
@@ -1180,8 +1300,9 @@ impl World {
             .iter()
             .filter(|r| {
                 r.op.output.is_some()
-                    || r.request_id
-                        .is_some_and(|id| self.applied_requests.contains(&id))
+                    || r.request_ids
+                        .iter()
+                        .any(|id| self.applied_requests.contains(id))
             })
             .map(|r| r.op.clone())
             .collect();
