@@ -46,7 +46,6 @@ mod world;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-pub use history::{ClientOp, HistoryOp, is_linearizable};
 pub use outcome::{Failure, Report, Violation};
 
 /// A bug planted in the simulated cluster, to prove the checks catch it.
