@@ -12,14 +12,14 @@ usage: cairn-sim [--seeds N] [--start S] [--seed S] [--nodes 3|5] [--ops N] [--t
                  [--known-bug install-crash|unsynced-membership]
                  [--inject forget-synced|ack-before-sync|stale-reads|diverge|forged-history]
 
-  --seeds N   run seeds S..S+N (default 100), S from --start (default 0)
-  --seed S    run seed S only
-  --nodes N   members per cluster (default: the seed picks 3 or 5)
-  --ops N     client operations per run at most (default 150)
-  --trace     print every run's events to stderr
-  --keep-going  run every seed even after one fails, then list the failures
+  --seeds N       run seeds S..S+N (default 100), S from --start (default 0)
+  --seed S        run seed S only
+  --nodes N       members per cluster (default: the seed picks 3 or 5)
+  --ops N         client operations per run at most (default 150)
+  --trace         print every run's events to stderr
+  --keep-going    run every seed even after one fails, then list the failures
   --known-bug B   reproduce a bug of Cairn's the simulation found (tests/known_bugs.rs)
-  --inject B  plant a bug, to see the checks catch it";
+  --inject B      plant a bug, to see the checks catch it";
 
 struct Args {
     start: u64,
