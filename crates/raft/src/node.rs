@@ -555,7 +555,12 @@ impl ReadyLoop {
                 ))
             })?;
             match self.raw.apply_conf_change(&cc) {
-                Ok(conf_state) => self.log.set_conf_state(&conf_state)?,
+                Ok(conf_state) => {
+                    // Durable before the apply loop sees the entry: once the backend records
+                    // it as applied, raft never hands it over again after a restart.
+                    self.log.set_conf_state(&conf_state)?;
+                    self.log.sync()?;
+                }
                 // Replayed after a restart, or refused by raft: raft's view stands.
                 Err(e) => {
                     tracing::warn!(index = entry.index, error = %e, "membership change not applied to raft")
