@@ -609,6 +609,61 @@ pub fn replace_after(s: &str, marker: &str, end: &[char], with: &str) -> String 
     out
 }
 
+/// Whether `token` is a Go `time.Duration` as printed (`1.2ms`, `3m4.5s`).
+fn is_go_duration(token: &str) -> bool {
+    let mut rest = token;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number = &rest[..digits];
+        if number.is_empty() || number.matches('.').count() > 1 {
+            return false;
+        }
+        rest = &rest[digits..];
+        match ["ns", "µs", "ms", "h", "m", "s"]
+            .into_iter()
+            .find(|u| rest.starts_with(u))
+        {
+            Some(unit) => rest = &rest[unit.len()..],
+            None => return false,
+        }
+        parts += 1;
+    }
+    parts > 0
+}
+
+/// Replaces measured durations in one line of etcdctl-style output with `D` (`took = 1.2ms`,
+/// `"took":"1.2ms"`, table cells), and squeezes runs of spaces and dashes in table lines,
+/// whose column borders move with a duration's width.
+pub fn normalise_durations(line: &str) -> String {
+    let words = line
+        .split(' ')
+        .map(|word| {
+            let core = word.trim_matches(|c| c == '"' || c == ',');
+            if is_go_duration(core) {
+                word.replace(core, "D")
+            } else {
+                word.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let line = replace_after(&words, "\"took\":\"", &['"'], "D");
+    if !(line.starts_with('+') || line.starts_with('|')) {
+        return line;
+    }
+    let mut squeezed = String::with_capacity(line.len());
+    for c in line.chars() {
+        if (c == ' ' || c == '-') && squeezed.ends_with(c) {
+            continue;
+        }
+        squeezed.push(c);
+    }
+    squeezed
+}
+
 /// Standard base64 with padding, as Go's encoding/json prints `[]byte` (etcdctl `-w json`).
 pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

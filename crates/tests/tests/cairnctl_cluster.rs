@@ -19,7 +19,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use cairn_tests::cluster::{Cluster, ClusterOptions};
-use cairn_tests::{Target, cairnctl, describe, etcdctl, replace_after};
+use cairn_tests::{Target, cairnctl, describe, etcdctl, normalise_durations, replace_after};
 
 const FORMATS: [&str; 5] = ["simple", "json", "fields", "table", "protobuf"];
 
@@ -124,30 +124,6 @@ impl Report {
     }
 }
 
-/// Go's duration syntax as `time.Duration.String` prints it (`1.5ms`, `5.0012s`).
-fn is_go_duration(token: &str) -> bool {
-    let mut rest = token;
-    let mut parts = 0;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return false;
-        }
-        rest = &rest[digits..];
-        match ["ns", "µs", "ms", "h", "m", "s"]
-            .into_iter()
-            .find(|u| rest.starts_with(u))
-        {
-            Some(unit) => rest = &rest[unit.len()..],
-            None => return false,
-        }
-        parts += 1;
-    }
-    parts > 0
-}
-
 /// Output as text; output that is not UTF-8 (protobuf) is read as Latin-1, one char per byte.
 fn text(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
@@ -172,30 +148,7 @@ fn normalise_run(bytes: &[u8]) -> String {
         }
         let mut line = replace_after(line, "\"ts\":\"", &['"'], "T");
         line = replace_after(&line, "endpoint://client-", &['/'], "U");
-        line = line
-            .split(' ')
-            .map(|word| {
-                let core = word.trim_matches(|c| c == '"' || c == ',');
-                if is_go_duration(core) {
-                    word.replace(core, "D")
-                } else {
-                    word.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
-        line = replace_after(&line, "\"took\":\"", &['"'], "D");
-        if line.starts_with('+') || line.starts_with('|') {
-            let mut squeezed = String::new();
-            for c in line.chars() {
-                if (c == ' ' || c == '-') && squeezed.ends_with(c) {
-                    continue;
-                }
-                squeezed.push(c);
-            }
-            line = squeezed;
-        }
-        lines.push(line);
+        lines.push(normalise_durations(&line));
     }
     lines.join("\n")
 }

@@ -15,34 +15,9 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use cairn_tests::{
-    Server, Target, cairnctl, cairnctl_stdin, describe, etcdctl, etcdctl_stdin, replace_after,
-    workspace_bin,
+    Server, Target, cairnctl, cairnctl_stdin, describe, etcdctl, etcdctl_stdin,
+    normalise_durations, replace_after, workspace_bin,
 };
-
-/// Go's duration syntax as `time.Duration.String` prints it (`1.5ms`, `5.0012s`, `1m30s`).
-fn is_go_duration(token: &str) -> bool {
-    let mut rest = token;
-    let mut parts = 0;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number = &rest[..digits];
-        if number.is_empty() || number.matches('.').count() > 1 {
-            return false;
-        }
-        rest = &rest[digits..];
-        let unit = ["ns", "µs", "ms", "h", "m", "s"]
-            .into_iter()
-            .find(|u| rest.starts_with(u));
-        match unit {
-            Some(u) => rest = &rest[u.len()..],
-            None => return false,
-        }
-        parts += 1;
-    }
-    parts > 0
-}
 
 /// Replaces the digits after `marker` with `ID`.
 fn replace_numbers(s: &str, marker: &str) -> String {
@@ -80,32 +55,7 @@ fn normalise_run(bytes: &[u8]) -> String {
         {
             line = format!("TS{}", &line[26..]);
         }
-        // Measured durations (`took = 1.2ms`, `"took":"1.2ms"`, table cells).
-        line = line
-            .split(' ')
-            .map(|w| {
-                let core = w.trim_matches(|c| c == '"' || c == ',');
-                if is_go_duration(core) {
-                    w.replace(core, "D")
-                } else {
-                    w.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
-        line = replace_after(&line, "\"took\":\"", &['"'], "D");
-        // Tables: a duration's width moves the column borders.
-        if line.starts_with('+') || line.starts_with('|') {
-            let mut squeezed = String::new();
-            for c in line.chars() {
-                if (c == ' ' || c == '-') && squeezed.ends_with(c) {
-                    continue;
-                }
-                squeezed.push(c);
-            }
-            line = squeezed;
-        }
-        lines.push(line);
+        lines.push(normalise_durations(&line));
     }
     lines.join("\n")
 }
