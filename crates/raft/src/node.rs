@@ -70,17 +70,26 @@ pub struct CommittedMembershipChange {
     pub context: Vec<u8>,
 }
 
-/// Decodes a committed `EntryConfChange`; None for any other entry.
-pub fn membership_change_of(entry: &Entry) -> Result<Option<CommittedMembershipChange>, RaftError> {
+/// The raft-rs change in a `EntryConfChange` entry; None for any other entry.
+fn conf_change_of(entry: &Entry) -> Result<Option<ConfChange>, RaftError> {
     if entry.get_entry_type() != EntryType::EntryConfChange {
         return Ok(None);
     }
-    let cc: ConfChange = protobuf::Message::parse_from_bytes(&entry.data).map_err(|e| {
-        RaftError::CorruptLog(format!(
-            "undecodable membership change {}: {e}",
-            entry.index
-        ))
-    })?;
+    protobuf::Message::parse_from_bytes(&entry.data)
+        .map(Some)
+        .map_err(|e| {
+            RaftError::CorruptLog(format!(
+                "undecodable membership change {}: {e}",
+                entry.index
+            ))
+        })
+}
+
+/// Decodes a committed `EntryConfChange`; None for any other entry.
+pub fn membership_change_of(entry: &Entry) -> Result<Option<CommittedMembershipChange>, RaftError> {
+    let Some(cc) = conf_change_of(entry)? else {
+        return Ok(None);
+    };
     let change = match cc.get_change_type() {
         ConfChangeType::AddNode => MembershipChange::AddVoter,
         ConfChangeType::AddLearnerNode => MembershipChange::AddLearner,
@@ -545,15 +554,9 @@ impl ReadyLoop {
             return Ok(());
         };
         for entry in &entries {
-            if entry.get_entry_type() != EntryType::EntryConfChange {
+            let Some(cc) = conf_change_of(entry)? else {
                 continue;
-            }
-            let cc: ConfChange = protobuf::Message::parse_from_bytes(&entry.data).map_err(|e| {
-                RaftError::CorruptLog(format!(
-                    "undecodable membership change {}: {e}",
-                    entry.index
-                ))
-            })?;
+            };
             match self.raw.apply_conf_change(&cc) {
                 Ok(conf_state) => {
                     // Durable before the apply loop sees the entry: once the backend records
