@@ -3,12 +3,12 @@
 //! those requests and publishes the applied index that linearizable reads wait for.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cairn_mvcc::{Store, Writer};
+use cairn_mvcc::{LeaseAttachments, Store, Writer};
 use cairn_proto::cairnpb::MemberChange;
 use cairn_proto::cairnpb::{InternalRequest, internal_request};
 use cairn_proto::etcdserverpb::{
@@ -20,6 +20,7 @@ use cairn_transport::PeerTransport;
 use prost::Message;
 use tokio::sync::{oneshot, watch};
 
+use crate::error::storage_error;
 use crate::kv::{AppliedTxn, header};
 use crate::lease::Lessor;
 use crate::membership::{Membership, PeerChange};
@@ -203,6 +204,24 @@ fn apply_request(
     }
 }
 
+/// Replaces `store` with the backend received with raft snapshot `index`, and reloads the
+/// members from it. Returns the leased keys, for the lessor.
+pub(crate) fn install_received_backend(
+    store: &Store,
+    membership: &Membership,
+    incoming: &Path,
+    index: u64,
+) -> Result<LeaseAttachments, ServerError> {
+    let leased = store
+        .install(incoming)
+        .map_err(storage_error("cannot install the received backend"))?;
+    store
+        .set_meta(crate::server::META_INSTALLED_SNAPSHOT, index)
+        .map_err(storage_error("backend"))?;
+    membership.reload(store)?;
+    Ok(leased)
+}
+
 impl ApplyLoop {
     pub fn run(mut self) {
         let mut last_persist = Instant::now();
@@ -276,20 +295,12 @@ impl ApplyLoop {
 
     /// Replaces the state machine with the backend the leader sent with snapshot `index`.
     fn install_snapshot(&mut self, index: u64) -> Result<(), ServerError> {
-        let internal = |what: &'static str| {
-            move |e: cairn_mvcc::MvccError| ServerError::Internal(format!("{what}: {e}"))
-        };
-        self.store.persist().map_err(internal("backend"))?;
-        let leased = self
-            .store
-            .install(&self.incoming_backend)
-            .map_err(internal("cannot install the received backend"))?;
-        self.store
-            .set_meta(crate::server::META_INSTALLED_SNAPSHOT, index)
-            .map_err(internal("backend"))?;
-        self.lessor
-            .restore(self.store.leases().map_err(internal("backend"))?, leased);
-        self.membership.reload(&self.store)?;
+        let leased =
+            install_received_backend(&self.store, &self.membership, &self.incoming_backend, index)?;
+        self.lessor.restore(
+            self.store.leases().map_err(storage_error("backend"))?,
+            leased,
+        );
         for member in self.membership.list() {
             if let Err(e) = self
                 .transport
@@ -298,7 +309,10 @@ impl ApplyLoop {
                 tracing::warn!(error = %e, "cannot reach a member named in the snapshot");
             }
         }
-        self.applied_index = self.store.applied_index().map_err(internal("backend"))?;
+        self.applied_index = self
+            .store
+            .applied_index()
+            .map_err(storage_error("backend"))?;
         tracing::info!(
             index,
             applied = self.applied_index,

@@ -86,3 +86,8 @@ impl From<RaftError> for ServerError {
         }
     }
 }
+
+/// Maps a backend error to `Internal`, saying what was being done.
+pub(crate) fn storage_error(what: &str) -> impl Fn(MvccError) -> ServerError + '_ {
+    move |e| ServerError::Internal(format!("{what}: {e}"))
+}

@@ -22,7 +22,8 @@ use cairn_transport::PeerTransport;
 use prost::Message;
 use tokio::sync::{oneshot, watch};
 
-use crate::apply::{Applied, AppliedResponse, ApplyLoop, WaitTable};
+use crate::apply::{Applied, AppliedResponse, ApplyLoop, WaitTable, install_received_backend};
+use crate::error::storage_error;
 use crate::ids::{RequestIds, cluster_id, member_id};
 use crate::lease::{LeaseTimeToLive, Lessor, MAX_LEASE_TTL_SECONDS};
 use crate::membership::Membership;
@@ -103,10 +104,6 @@ pub struct Server {
     transport: Arc<PeerTransport>,
     strict_reconfig_check: bool,
     election_timeout: Duration,
-}
-
-fn storage_error(what: &str) -> impl Fn(cairn_mvcc::MvccError) -> ServerError + '_ {
-    move |e| ServerError::Internal(format!("{what}: {e}"))
 }
 
 impl Server {
@@ -203,14 +200,12 @@ impl Server {
             // Stopped between recording the leader's snapshot in the WAL and installing the
             // backend that came with it: install it now.
             Err(cairn_raft::RaftError::SnapshotNotInstalled { index, .. }) => {
-                let incoming = snap_dir.join(INCOMING_BACKEND);
-                leased_keys = store
-                    .install(&incoming)
-                    .map_err(storage_error("cannot install the received snapshot"))?;
-                store
-                    .set_meta(META_INSTALLED_SNAPSHOT, index)
-                    .map_err(storage_error("backend"))?;
-                membership.reload(&store)?;
+                leased_keys = install_received_backend(
+                    &store,
+                    &membership,
+                    &snap_dir.join(INCOMING_BACKEND),
+                    index,
+                )?;
                 let (applied, installed_snapshot) = installed(&store)?;
                 applied_index = applied;
                 RaftNode::start(node_config(applied, installed_snapshot), events_tx)
