@@ -244,9 +244,24 @@ impl Store {
     /// Replaces the whole store with the backend file at `incoming` (a copy of the leader's,
     /// made by `export_to`), which moves to this store's path. Returns the leased keys, as
     /// `open` does.
-    pub fn install(&self, incoming: &Path) -> Result<LeaseAttachments, MvccError> {
+    ///
+    /// `stamp` is a meta entry written into the received file before it moves: the move is
+    /// then the one step that both replaces the data and records where it came from, so a
+    /// crash leaves either the old store or the new one with its stamp, never the new one
+    /// without.
+    pub fn install(
+        &self,
+        incoming: &Path,
+        stamp: (&str, u64),
+    ) -> Result<LeaseAttachments, MvccError> {
         let db = Database::create(incoming).map_err(backend)?;
         let (loaded, leased) = load(&db)?;
+        let txn = db.begin_write().map_err(backend)?;
+        txn.open_table(META_TABLE)
+            .map_err(backend)?
+            .insert(stamp.0, stamp.1)
+            .map_err(backend)?;
+        txn.commit().map_err(backend)?;
         drop(db);
         std::fs::rename(incoming, &self.path).map_err(|e| backend(redb::StorageError::Io(e)))?;
         if let Some(dir) = self.path.parent() {
@@ -766,10 +781,17 @@ mod tests {
 
         let incoming = follower_dir.path().join("incoming.db");
         assert_eq!(leader.export_to(&incoming).expect("export"), 7);
-        let leased = follower.install(&incoming).expect("install");
+        let leased = follower
+            .install(&incoming, ("installed_snapshot", 6))
+            .expect("install");
 
         assert!(!incoming.exists(), "the received file became the store");
         assert_eq!(follower.applied_index().expect("applied"), 7);
+        assert_eq!(
+            follower.meta("installed_snapshot").expect("meta"),
+            Some(6),
+            "the stamp arrives with the data"
+        );
         assert_eq!(follower.current_revision(), leader.current_revision());
         assert_eq!(get(&follower, "b", 0).expect("read").kvs[0].value, b"2");
         assert!(get(&follower, "stale", 0).expect("read").kvs.is_empty());

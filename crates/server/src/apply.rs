@@ -213,11 +213,8 @@ pub(crate) fn install_received_backend(
     index: u64,
 ) -> Result<LeaseAttachments, ServerError> {
     let leased = store
-        .install(incoming)
+        .install(incoming, (crate::server::META_INSTALLED_SNAPSHOT, index))
         .map_err(storage_error("cannot install the received backend"))?;
-    store
-        .set_meta(crate::server::META_INSTALLED_SNAPSHOT, index)
-        .map_err(storage_error("backend"))?;
     membership.reload(store)?;
     Ok(leased)
 }

@@ -175,10 +175,9 @@ impl ApplyLoop {
         self.last_persist_us = now;
     }
 
-    /// `ApplyLoop::install_snapshot`: persist, then replace the backend with the received
-    /// one. `Store::install` renames the received file into place, which makes it the
-    /// backend, with the metadata the leader exported; only then does `set_meta` record the
-    /// snapshot it was installed from. A crash may fall in between.
+    /// `ApplyLoop::install_snapshot`: replace the backend with the received one.
+    /// `Store::install` stamps the received file with the snapshot it came from, then renames
+    /// it into place: a crash right after the rename leaves the new backend, stamped.
     fn install(
         &mut self,
         index: u64,
@@ -186,7 +185,6 @@ impl ApplyLoop {
         crash_mid_install: bool,
         io: &mut Io,
     ) -> Result<Installed, Violation> {
-        self.persist(disk, io.now);
         let Some(incoming) = disk.incoming.clone() else {
             return Err(Violation::SnapshotNotInstallable {
                 member: self.member,
@@ -194,15 +192,14 @@ impl ApplyLoop {
                 reason: "no backend was received".into(),
             });
         };
-        disk.backend = incoming.clone();
-        if crash_mid_install {
-            return Ok(Installed::Crashed);
-        }
         self.backend = Backend {
             installed_snapshot: index,
             ..incoming
         };
         disk.backend = self.backend.clone();
+        if crash_mid_install {
+            return Ok(Installed::Crashed);
+        }
         io.trace(
             self.member,
             format_args!(

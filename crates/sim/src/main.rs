@@ -9,7 +9,7 @@ use cairn_sim::{InjectedBug, Options, Report, reproduce_command, run};
 
 const USAGE: &str = "\
 usage: cairn-sim [--seeds N] [--start S] [--seed S] [--nodes 3|5] [--ops N] [--trace] [--keep-going]
-                 [--known-bug install-crash|unsynced-membership]
+                 [--install-crashes] [--known-bug unsynced-membership]
                  [--inject forget-synced|ack-before-sync|stale-reads|diverge|forged-history]
 
   --seeds N       run seeds S..S+N (default 100), S from --start (default 0)
@@ -18,6 +18,7 @@ usage: cairn-sim [--seeds N] [--start S] [--seed S] [--nodes 3|5] [--ops N] [--t
   --ops N         client operations per run at most (default 150)
   --trace         print every run's events to stderr
   --keep-going    run every seed even after one fails, then list the failures
+  --install-crashes  crash members inside every install of a leader's backend
   --known-bug B   reproduce a bug of Cairn's the simulation found (tests/known_bugs.rs)
   --inject B      plant a bug, to see the checks catch it";
 
@@ -59,8 +60,8 @@ fn parse_args() -> Result<Args, String> {
             "--ops" => args.options.operations_max = number(value()?)?,
             "--trace" => args.options.trace = true,
             "--keep-going" => args.keep_going = true,
+            "--install-crashes" => args.options.crash_inside_installs = true,
             "--known-bug" => match value()?.as_str() {
-                "install-crash" => args.options.known_bugs.crash_inside_backend_install = true,
                 "unsynced-membership" => args.options.known_bugs.unsynced_membership = true,
                 other => return Err(format!("unknown known bug {other:?}")),
             },

@@ -215,7 +215,7 @@ impl World {
         };
         let world = World {
             trace: options.trace,
-            crash_inside_backend_install: options.known_bugs.crash_inside_backend_install,
+            crash_inside_backend_install: options.crash_inside_installs,
             injected_bug: bug,
             rng,
             now: 0,
