@@ -24,6 +24,7 @@ use crate::error::storage_error;
 use crate::kv::{AppliedTxn, header};
 use crate::lease::Lessor;
 use crate::membership::{Membership, PeerChange};
+use crate::server::incoming_backend;
 use crate::watch::WatchHub;
 use crate::{ServerError, kv};
 
@@ -130,8 +131,8 @@ pub struct ApplyLoop {
     pub membership: Arc<Membership>,
     pub transport: Arc<PeerTransport>,
     pub member_id: u64,
-    /// Where the transport leaves a backend received from the leader.
-    pub incoming_backend: PathBuf,
+    /// Where the transport leaves backends received from the leader.
+    pub snap_dir: PathBuf,
 }
 
 /// Applies one request. A request-level error leaves the store untouched (every check runs
@@ -204,19 +205,43 @@ fn apply_request(
     }
 }
 
-/// Replaces `store` with the backend received with raft snapshot `index`, and reloads the
-/// members from it. Returns the leased keys, for the lessor.
+/// Replaces `store` with the backend received with raft snapshot `index`, reloads the
+/// members from it, and deletes backends received for that snapshot or earlier ones. Returns
+/// the leased keys, for the lessor.
 pub(crate) fn install_received_backend(
     store: &Store,
     membership: &Membership,
-    incoming: &Path,
+    snap_dir: &Path,
     index: u64,
 ) -> Result<LeaseAttachments, ServerError> {
     let leased = store
-        .install(incoming, (crate::server::META_INSTALLED_SNAPSHOT, index))
+        .install(
+            &incoming_backend(snap_dir, index),
+            (crate::server::META_INSTALLED_SNAPSHOT, index),
+        )
         .map_err(storage_error("cannot install the received backend"))?;
     membership.reload(store)?;
+    remove_received_backends_up_to(snap_dir, index);
     Ok(leased)
+}
+
+/// Deletes backends received for snapshot `index` or earlier (complete or partial): raft
+/// will never install them now.
+fn remove_received_backends_up_to(snap_dir: &Path, index: u64) {
+    let Ok(entries) = std::fs::read_dir(snap_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let received = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("incoming-"))
+            .and_then(|n| n.split('.').next())
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+        if received.is_some_and(|i| i <= index) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 impl ApplyLoop {
@@ -293,7 +318,7 @@ impl ApplyLoop {
     /// Replaces the state machine with the backend the leader sent with snapshot `index`.
     fn install_snapshot(&mut self, index: u64) -> Result<(), ServerError> {
         let leased =
-            install_received_backend(&self.store, &self.membership, &self.incoming_backend, index)?;
+            install_received_backend(&self.store, &self.membership, &self.snap_dir, index)?;
         self.lessor.restore(
             self.store.leases().map_err(storage_error("backend"))?,
             leased,

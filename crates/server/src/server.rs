@@ -2,7 +2,7 @@
 //! back from the apply loop; linearizable reads wait for a read index to be applied;
 //! serializable reads go straight to the local store.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::sync_channel;
 use std::time::Duration;
@@ -200,12 +200,7 @@ impl Server {
             // Stopped between recording the leader's snapshot in the WAL and installing the
             // backend that came with it: install it now.
             Err(cairn_raft::RaftError::SnapshotNotInstalled { index, .. }) => {
-                leased_keys = install_received_backend(
-                    &store,
-                    &membership,
-                    &snap_dir.join(INCOMING_BACKEND),
-                    index,
-                )?;
+                leased_keys = install_received_backend(&store, &membership, &snap_dir, index)?;
                 let (applied, installed_snapshot) = installed(&store)?;
                 applied_index = applied;
                 RaftNode::start(node_config(applied, installed_snapshot), events_tx)
@@ -254,7 +249,7 @@ impl Server {
             membership: membership.clone(),
             transport: transport.clone(),
             member_id,
-            incoming_backend: snap_dir.join(INCOMING_BACKEND),
+            snap_dir: snap_dir.clone(),
         };
         std::thread::Builder::new()
             .name("apply".into())
@@ -880,8 +875,12 @@ fn spawn_lease_driver(
     Ok(())
 }
 
-/// The backend received from the leader, waiting to be installed by the apply loop.
-pub(crate) const INCOMING_BACKEND: &str = "incoming.db";
+/// Where the backend received with raft snapshot `index` waits for the apply loop. Named by
+/// index: a slower, older snapshot arriving meanwhile must not take the place of the one
+/// raft accepted.
+pub(crate) fn incoming_backend(snap_dir: &Path, index: u64) -> PathBuf {
+    snap_dir.join(format!("incoming-{index:016x}.db"))
+}
 
 /// Who this member is in a cluster it is joining for the first time.
 struct Bootstrap {
@@ -1039,8 +1038,8 @@ impl cairn_transport::LocalMember for PeerFacade {
         Ok(path)
     }
 
-    fn incoming_backend_path(&self) -> PathBuf {
-        self.snap_dir.join(INCOMING_BACKEND)
+    fn incoming_backend_path(&self, index: u64) -> PathBuf {
+        incoming_backend(&self.snap_dir, index)
     }
 
     fn membership(&self) -> MembershipResponse {

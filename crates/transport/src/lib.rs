@@ -38,8 +38,8 @@ pub trait LocalMember: Send + Sync + 'static {
     /// Writes a consistent copy of the backend, holding at least every entry up to `index`,
     /// to a new file and returns its path. Blocking; the transport deletes the file after.
     fn export_backend(&self, index: u64) -> Result<PathBuf, String>;
-    /// Where a backend received from the leader is put for the apply loop to install.
-    fn incoming_backend_path(&self) -> PathBuf;
+    /// Where a backend received with raft snapshot `index` is put for the apply loop.
+    fn incoming_backend_path(&self, index: u64) -> PathBuf;
     /// This member's view of the cluster.
     fn membership(&self) -> MembershipResponse;
     /// A keep-alive forwarded by another member; only the leader answers. Some(TTL) if the

@@ -16,7 +16,7 @@ use crate::{CLUSTER_ID_HEADER, FROM_HEADER, PeerTransport};
 
 pub struct PeerService {
     transport: Arc<PeerTransport>,
-    /// One incoming snapshot at a time: they share the incoming backend file.
+    /// One incoming snapshot at a time: a resent snapshot shares its file with the first.
     receiving_snapshot: tokio::sync::Mutex<()>,
 }
 
@@ -109,7 +109,10 @@ impl Peer for PeerService {
                 "the first chunk must carry a MsgSnapshot",
             ));
         }
-        let path = self.transport.member.incoming_backend_path();
+        let path = self
+            .transport
+            .member
+            .incoming_backend_path(message.get_snapshot().get_metadata().index);
         let partial = path.with_extension("partial");
         let io = |e: std::io::Error| {
             Status::internal(format!("cannot write {}: {e}", partial.display()))
