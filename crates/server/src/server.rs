@@ -724,6 +724,12 @@ impl Server {
                     _ => ServerError::NoLeader,
                 });
         }
+        self.learner_in_sync_as_leader(id).await
+    }
+
+    /// Whether learner `id` holds enough of this member's log, asked of the leader (this
+    /// member) by itself or, forwarded, by another member.
+    async fn learner_in_sync_as_leader(&self, id: u64) -> Result<bool, ServerError> {
         let (tx, rx) = oneshot::channel();
         self.raft.learner_in_sync(
             id,
@@ -1060,22 +1066,10 @@ impl cairn_transport::LocalMember for PeerFacade {
 
     fn learner_in_sync(&self, id: u64) -> Result<bool, String> {
         let server = self.server()?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        server
-            .raft
-            .learner_in_sync(
-                id,
-                LEARNER_READY_PERCENT,
-                Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            )
-            .map_err(|e| e.to_string())?;
-        match rx.recv_timeout(REQUEST_TIMEOUT) {
-            Ok(Some(in_sync)) => Ok(in_sync),
-            Ok(None) => Err(ServerError::NotLeader.to_string()),
-            Err(_) => Err(ServerError::Timeout.to_string()),
-        }
+        // The transport calls this from a blocking thread of the runtime.
+        tokio::runtime::Handle::current()
+            .block_on(server.learner_in_sync_as_leader(id))
+            .map_err(|e| e.to_string())
     }
 }
 
