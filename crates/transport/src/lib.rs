@@ -211,8 +211,7 @@ impl PeerTransport {
         id: i64,
     ) -> Result<Option<i64>, TransportError> {
         let mut client = self.peer_client(leader)?;
-        let mut request = tonic::Request::new(cairn_proto::cairnpb::LeaseRenewRequest { id });
-        self.identify(request.metadata_mut());
+        let request = self.request_to_peer(cairn_proto::cairnpb::LeaseRenewRequest { id });
         let response = client.lease_renew(request).await?.into_inner();
         Ok(response.found.then_some(response.ttl))
     }
@@ -224,19 +223,15 @@ impl PeerTransport {
         member: u64,
     ) -> Result<bool, TransportError> {
         let mut client = self.peer_client(leader)?;
-        let mut request =
-            tonic::Request::new(cairn_proto::cairnpb::LearnerInSyncRequest { member });
-        self.identify(request.metadata_mut());
+        let request = self.request_to_peer(cairn_proto::cairnpb::LearnerInSyncRequest { member });
         Ok(client.learner_in_sync(request).await?.into_inner().in_sync)
     }
 
-    fn identify(&self, metadata: &mut tonic::metadata::MetadataMap) {
-        for (key, value) in [
-            (CLUSTER_ID_HEADER, format!("{:x}", self.cluster_id)),
-            (FROM_HEADER, format!("{:x}", self.local_id)),
-        ] {
-            metadata.insert(key, value.parse().expect("a hex number is valid metadata"));
-        }
+    /// A request to a peer, marked with this member's cluster and ID.
+    fn request_to_peer<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        peer::identify(&mut request, self.cluster_id, self.local_id);
+        request
     }
 }
 

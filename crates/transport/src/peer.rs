@@ -26,7 +26,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 
-fn identify<T>(request: &mut tonic::Request<T>, cluster_id: u64, local_id: u64) {
+pub(crate) fn identify<T>(request: &mut tonic::Request<T>, cluster_id: u64, local_id: u64) {
     let metadata = request.metadata_mut();
     for (key, value) in [
         (CLUSTER_ID_HEADER, format!("{cluster_id:x}")),
@@ -64,9 +64,9 @@ pub(crate) async fn run_stream(
                     let Some(message) = message else {
                         return; // the peer is gone
                     };
-                    let mut size = 0;
-                    let mut messages = vec![encode(&message)];
-                    size += messages[0].len();
+                    let first = encode(&message);
+                    let mut size = first.len();
+                    let mut messages = vec![first];
                     while size < BATCH_BYTES_MAX {
                         let Ok(next) = outbox.try_recv() else { break };
                         let bytes = encode(&next);
