@@ -161,6 +161,7 @@ fn load(db: &Database) -> Result<(IndexState, LeaseAttachments), MvccError> {
     {
         let kv = txn.open_table(KV_TABLE).map_err(backend)?;
         let meta = txn.open_table(META_TABLE).map_err(backend)?;
+        // Every table exists from here on, so readers need not expect a missing one.
         txn.open_table(LEASE_TABLE).map_err(backend)?;
         txn.open_table(MEMBERS_TABLE).map_err(backend)?;
         compacted = meta
@@ -206,11 +207,7 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     target: &redb::WriteTransaction,
     definition: TableDefinition<K, V>,
 ) -> Result<(), MvccError> {
-    let from = match source.open_table(definition) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
-        Err(e) => return Err(backend(e)),
-    };
+    let from = source.open_table(definition).map_err(backend)?;
     let mut to = target.open_table(definition).map_err(backend)?;
     for entry in from.iter().map_err(backend)? {
         let (k, v) = entry.map_err(backend)?;
@@ -293,25 +290,19 @@ impl Store {
             copy_table(&source, &txn, MEMBERS_TABLE)?;
         }
         txn.commit().map_err(backend)?;
-        let applied = match source.open_table(META_TABLE) {
-            Ok(meta) => meta
-                .get(META_APPLIED_INDEX)
-                .map_err(backend)?
-                .map_or(0, |v| v.value()),
-            Err(redb::TableError::TableDoesNotExist(_)) => 0,
-            Err(e) => return Err(backend(e)),
-        };
+        let applied = source
+            .open_table(META_TABLE)
+            .map_err(backend)?
+            .get(META_APPLIED_INDEX)
+            .map_err(backend)?
+            .map_or(0, |v| v.value());
         Ok(applied)
     }
 
     /// Every member record, by id.
     pub fn members(&self) -> Result<Vec<(u64, Vec<u8>)>, MvccError> {
         let txn = self.db().begin_read().map_err(backend)?;
-        let table = match txn.open_table(MEMBERS_TABLE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(backend(e)),
-        };
+        let table = txn.open_table(MEMBERS_TABLE).map_err(backend)?;
         let mut members = Vec::new();
         for entry in table.iter().map_err(backend)? {
             let (id, value) = entry.map_err(backend)?;
@@ -352,22 +343,14 @@ impl Store {
 
     pub fn meta(&self, name: &str) -> Result<Option<u64>, MvccError> {
         let txn = self.db().begin_read().map_err(backend)?;
-        let table = match txn.open_table(META_TABLE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(backend(e)),
-        };
+        let table = txn.open_table(META_TABLE).map_err(backend)?;
         Ok(table.get(name).map_err(backend)?.map(|v| v.value()))
     }
 
     /// Every granted lease as (id, TTL, checkpointed remaining TTL or 0), in seconds.
     pub fn leases(&self) -> Result<Vec<(i64, i64, i64)>, MvccError> {
         let txn = self.db().begin_read().map_err(backend)?;
-        let table = match txn.open_table(LEASE_TABLE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(backend(e)),
-        };
+        let table = txn.open_table(LEASE_TABLE).map_err(backend)?;
         let mut leases = Vec::new();
         for entry in table.iter().map_err(backend)? {
             let (id, value) = entry.map_err(backend)?;
