@@ -43,6 +43,20 @@ pub struct LeaseTimeToLive {
     pub keys: Vec<Vec<u8>>,
 }
 
+impl Lease {
+    /// Starts the lease's clock again from now: from its checkpointed remaining TTL if it
+    /// has one, else from its full TTL.
+    fn resume(&mut self) {
+        let seconds = if self.checkpointed_seconds > 0 {
+            self.checkpointed_seconds
+        } else {
+            self.ttl_seconds
+        };
+        self.expiry = expiry_after(seconds);
+        self.revoke_proposed = None;
+    }
+}
+
 fn expiry_after(ttl_seconds: i64) -> Instant {
     Instant::now() + Duration::from_secs(ttl_seconds.max(0) as u64)
 }
@@ -69,21 +83,15 @@ impl Lessor {
         state.leases.clear();
         state.key_lease.clear();
         for (id, ttl_seconds, checkpointed_seconds) in leases {
-            let resume = if checkpointed_seconds > 0 {
-                checkpointed_seconds
-            } else {
-                ttl_seconds
+            let mut lease = Lease {
+                ttl_seconds,
+                checkpointed_seconds,
+                expiry: Instant::now(),
+                keys: BTreeSet::new(),
+                revoke_proposed: None,
             };
-            state.leases.insert(
-                id,
-                Lease {
-                    ttl_seconds,
-                    checkpointed_seconds,
-                    expiry: expiry_after(resume),
-                    keys: BTreeSet::new(),
-                    revoke_proposed: None,
-                },
-            );
+            lease.resume();
+            state.leases.insert(id, lease);
         }
         for (key, id) in attachments {
             if let Some(lease) = state.leases.get_mut(&id) {
@@ -228,13 +236,7 @@ impl Lessor {
     /// gets its full TTL (or its checkpointed remaining TTL) from now, as etcd's Promote does.
     pub fn promote(&self) {
         for lease in self.lock().leases.values_mut() {
-            let resume = if lease.checkpointed_seconds > 0 {
-                lease.checkpointed_seconds
-            } else {
-                lease.ttl_seconds
-            };
-            lease.expiry = expiry_after(resume);
-            lease.revoke_proposed = None;
+            lease.resume();
         }
     }
 
