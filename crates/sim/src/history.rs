@@ -1,14 +1,9 @@
-//! Client histories and their judge: the in-repo linearizability checker.
-//!
-//! Puts, gets and deletes are judged by `cairn_linearizability::KvModel` itself. A
-//! compare-and-set is a `KvInput::Txn` with one put in its success branch, but that crate
-//! does not export `KvWrite`, so a Txn with writes cannot be built from outside it; until it
-//! does (issue #4), `HistoryModel` judges compare-and-set here, on the same state, with the
-//! same rule as `KvModel`'s Txn: succeed and write when the key holds `expected`.
+//! Client histories and their judge: the in-repo linearizability checker's `KvModel`, with a
+//! compare-and-set judged as a `KvInput::Txn` with one put in its success branch.
 
 use std::fmt;
 
-use cairn_linearizability::{KvInput, KvModel, KvOutput, Model, Operation};
+use cairn_linearizability::{KvInput, KvModel, KvOutput, KvWrite, Operation};
 
 /// What a simulated client asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,86 +53,45 @@ impl ClientOp {
         matches!(self, ClientOp::Get { .. })
     }
 
-    fn as_kv_input(&self) -> Option<KvInput> {
+    fn as_kv_input(&self) -> KvInput {
         match self {
-            ClientOp::Put { key, value } => Some(KvInput::Put {
+            ClientOp::Put { key, value } => KvInput::Put {
                 key: key.clone(),
                 value: value.clone(),
-            }),
-            ClientOp::Get { key } => Some(KvInput::Get { key: key.clone() }),
-            ClientOp::Delete { key } => Some(KvInput::Delete { key: key.clone() }),
-            ClientOp::CompareAndSet { .. } => None,
+            },
+            ClientOp::Get { key } => KvInput::Get { key: key.clone() },
+            ClientOp::Delete { key } => KvInput::Delete { key: key.clone() },
+            ClientOp::CompareAndSet {
+                key,
+                expected,
+                value,
+            } => KvInput::Txn {
+                key: key.clone(),
+                expected: expected.clone(),
+                success: vec![KvWrite::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                }],
+                failure: Vec::new(),
+            },
         }
     }
 }
 
 pub type HistoryOp = Operation<ClientOp, KvOutput>;
 
-type Store = <KvModel as Model>::State;
-
-/// `KvModel`, plus compare-and-set.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct HistoryModel;
-
-/// The state after a compare-and-set in `state`, and whether it succeeded.
-fn compare_and_set(
-    state: &Store,
-    key: &[u8],
-    expected: &Option<Vec<u8>>,
-    value: &[u8],
-) -> (Store, bool) {
-    let mut next = state.clone();
-    let succeeded = state.get(key) == expected.as_ref();
-    if succeeded {
-        next.insert(key.to_vec(), value.to_vec());
-    }
-    (next, succeeded)
-}
-
-impl Model for HistoryModel {
-    type State = Store;
-    type Input = ClientOp;
-    type Output = KvOutput;
-
-    fn init(&self) -> Store {
-        KvModel.init()
-    }
-
-    fn step(&self, state: &Store, input: &ClientOp, output: &KvOutput) -> Option<Store> {
-        match input {
-            ClientOp::CompareAndSet {
-                key,
-                expected,
-                value,
-            } => {
-                let (next, succeeded) = compare_and_set(state, key, expected, value);
-                (*output == KvOutput::Txn { succeeded }).then_some(next)
-            }
-            other => {
-                let kv = other.as_kv_input().expect("not a compare-and-set");
-                KvModel.step(state, &kv, output)
-            }
-        }
-    }
-
-    fn indeterminate(&self, state: &Store, input: &ClientOp) -> Store {
-        match input {
-            ClientOp::CompareAndSet {
-                key,
-                expected,
-                value,
-            } => compare_and_set(state, key, expected, value).0,
-            other => {
-                let kv = other.as_kv_input().expect("not a compare-and-set");
-                KvModel.indeterminate(state, &kv)
-            }
-        }
-    }
-}
-
 /// True when some order of `history` that respects real time explains every result.
 pub fn is_linearizable(history: &[HistoryOp]) -> bool {
-    cairn_linearizability::check(&HistoryModel, history)
+    let judged: Vec<Operation<KvInput, KvOutput>> = history
+        .iter()
+        .map(|op| Operation {
+            input: op.input.as_kv_input(),
+            output: op.output.clone(),
+            called: op.called,
+            returned: op.returned,
+        })
+        .collect();
+    cairn_linearizability::check(&KvModel, &judged)
 }
 
 #[cfg(test)]
