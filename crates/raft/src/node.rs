@@ -148,7 +148,6 @@ pub enum NodeEvent {
 struct SharedStatus {
     term: AtomicU64,
     leader: AtomicU64,
-    committed: AtomicU64,
     /// Times a new leader was seen (etcd's `etcd_server_leader_changes_seen_total`).
     leader_changes: AtomicU64,
     last_index: AtomicU64,
@@ -315,10 +314,6 @@ impl RaftNode {
     /// The leader's member id, or 0 while there is none.
     pub fn leader(&self) -> u64 {
         self.status.leader.load(Ordering::Acquire)
-    }
-
-    pub fn committed_index(&self) -> u64 {
-        self.status.committed.load(Ordering::Acquire)
     }
 
     pub fn leader_changes(&self) -> u64 {
@@ -550,9 +545,9 @@ impl ReadyLoop {
     /// Hands committed entries to the apply loop, applying membership changes to raft on
     /// the way: raft must know the new membership before it counts the next votes.
     fn hand_over(&mut self, entries: Vec<Entry>) -> Result<(), RaftError> {
-        let Some(last) = entries.last().map(|e| e.index) else {
+        if entries.is_empty() {
             return Ok(());
-        };
+        }
         for entry in &entries {
             let Some(cc) = conf_change_of(entry)? else {
                 continue;
@@ -570,7 +565,6 @@ impl ReadyLoop {
                 }
             }
         }
-        self.status.committed.store(last, Ordering::Release);
         // Blocking here is the backpressure: a lagging apply loop slows the log down.
         let _ = self.events.send(NodeEvent::Committed(entries));
         Ok(())
