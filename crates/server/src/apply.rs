@@ -378,11 +378,7 @@ impl ApplyLoop {
                             entry.index
                         ))
                     })?;
-                    peer_changes.extend(self.membership.apply_change(
-                        w,
-                        &change,
-                        context.member,
-                    )?);
+                    peer_changes.push(self.membership.apply_change(w, &change, context.member)?);
                     outcomes.push((
                         context.request_id,
                         Ok(Applied::Members(self.membership.list())),

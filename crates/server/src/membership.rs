@@ -93,12 +93,12 @@ impl Membership {
         w: &mut Writer<'_>,
         change: &CommittedMembershipChange,
         member: Option<Member>,
-    ) -> Result<Option<PeerChange>, ServerError> {
+    ) -> Result<PeerChange, ServerError> {
         match change.change {
             MembershipChange::Remove => {
                 w.remove_member(change.member)?;
                 self.write().remove(&change.member);
-                Ok(Some(PeerChange::Removed(change.member)))
+                Ok(PeerChange::Removed(change.member))
             }
             MembershipChange::AddVoter | MembershipChange::AddLearner => {
                 let is_learner = change.change == MembershipChange::AddLearner;
@@ -115,10 +115,10 @@ impl Membership {
                 record.is_learner = is_learner;
                 let urls = record.peer_ur_ls.clone();
                 self.put(w, record)?;
-                Ok(Some(PeerChange::Set {
+                Ok(PeerChange::Set {
                     id: change.member,
                     urls,
-                }))
+                })
             }
         }
     }

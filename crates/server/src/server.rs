@@ -1027,13 +1027,15 @@ impl PeerFacade {
 impl cairn_transport::LocalMember for PeerFacade {
     fn export_backend(&self, index: u64) -> Result<PathBuf, String> {
         let server = self.server()?;
-        let deadline = std::time::Instant::now() + EXPORT_WAIT;
-        while *server.applied.borrow() < index {
-            if std::time::Instant::now() > deadline {
-                return Err(format!("the state machine did not reach index {index}"));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let mut applied = server.applied.clone();
+        // The transport calls this from a blocking thread of the runtime.
+        tokio::runtime::Handle::current()
+            .block_on(tokio::time::timeout(
+                EXPORT_WAIT,
+                applied.wait_for(|a| *a >= index),
+            ))
+            .map_err(|_| format!("the state machine did not reach index {index}"))?
+            .map_err(|_| "the server stopped".to_owned())?;
         let path = self
             .snap_dir
             .join(format!("outgoing-{index}-{}.db", server.request_ids.next()));
