@@ -21,7 +21,7 @@ use cairn_proto::cairnpb::peer_client::PeerClient;
 use cairn_raft::{Message, MessageSink, MessageType, RaftNode};
 use tonic::transport::{Channel, Endpoint};
 
-pub use service::PeerService;
+use service::PeerService;
 
 /// The metadata key carrying the sender's cluster ID, in hex.
 pub const CLUSTER_ID_HEADER: &str = "cairn-cluster-id";
@@ -128,7 +128,7 @@ impl PeerTransport {
     }
 
     /// The gRPC service to serve on the peer URLs.
-    pub fn service(self: &Arc<Self>) -> cairn_proto::cairnpb::peer_server::PeerServer<PeerService> {
+    fn service(self: &Arc<Self>) -> cairn_proto::cairnpb::peer_server::PeerServer<PeerService> {
         cairn_proto::cairnpb::peer_server::PeerServer::new(PeerService::new(self.clone()))
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
             .max_encoding_message_size(MESSAGE_BYTES_MAX)
