@@ -5,7 +5,9 @@
 //! so clients get gRPC `Unimplemented` for them. This crate must never reach below the server
 //! core: no cairn-mvcc, cairn-raft or cairn-wal.
 
+mod authority;
 mod cluster;
+mod hpack;
 mod http;
 mod kv;
 mod lease;
@@ -64,10 +66,10 @@ fn spawn_listener(
     // The builder's `tcp_nodelay` covers only listeners tonic binds itself. Without it, a
     // response written in two pieces waits for the client's delayed ACK (~40 ms).
     let incoming = TcpListenerStream::new(listener).map(|accepted| {
-        if let Ok(stream) = &accepted {
+        accepted.map(|stream| {
             let _ = stream.set_nodelay(true);
-        }
-        accepted
+            authority::RewrittenConnection::new(stream)
+        })
     });
     let router = tonic::transport::Server::builder()
         .accept_http1(true)
