@@ -19,7 +19,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use cairn_tests::cluster::{Cluster, ClusterOptions};
-use cairn_tests::{Target, cairnctl, describe, etcdctl, normalise_durations, replace_after};
+use cairn_tests::{cairnctl, describe, etcdctl, normalise_durations, replace_after};
 
 const FORMATS: [&str; 5] = ["simple", "json", "fields", "table", "protobuf"];
 
@@ -449,17 +449,6 @@ fn member_id_by_peer_url(ep: &str, peer_url: &str) -> Option<u64> {
         .and_then(|m| m["ID"].as_u64())
 }
 
-/// Every member's client URLs, in `member list` order (what `--cluster` uses).
-fn cluster_client_urls(ep: &str) -> Vec<String> {
-    member_list(ep)["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .flat_map(|m| m["clientURLs"].as_array().cloned().unwrap_or_default())
-        .filter_map(|u| u.as_str().map(str::to_string))
-        .collect()
-}
-
 /// Runs a setup or clean-up change through etcdctl (retried while refused as premature)
 /// and returns its stdout; panics if it fails.
 fn change(ep: &str, args: &[&str]) -> String {
@@ -485,44 +474,6 @@ impl UnusedPeerUrls {
 /// A 3-member cluster of the target, etcd's timing.
 fn start_cluster() -> Cluster {
     Cluster::start(ClusterOptions::default())
-}
-
-/// `--cluster` cases. etcdctl 3.4 dials the member list's client URLs with the whole URL
-/// (`http://...`) as the HTTP/2 `:authority`; grpc-go tolerates that, the Rust `h2` crate
-/// under Cairn's server refuses the stream (PROTOCOL_ERROR). Against Cairn, etcdctl is
-/// therefore given those endpoints explicitly (`--endpoints=host:port,...` in member list
-/// order) instead of `--cluster`, and the `http://` of cairnctl's endpoints is normalised.
-fn cluster_case(
-    report: &mut Report,
-    cluster: &Cluster,
-    ep: &str,
-    args: &[&str],
-    norm: &dyn Fn(&[u8]) -> String,
-) {
-    if cluster.target() == Target::Etcd {
-        report.same_cluster(ep, args, norm);
-        return;
-    }
-    let listed: Vec<String> = cluster_client_urls(ep)
-        .iter()
-        .map(|u| u.trim_start_matches("http://").to_string())
-        .collect();
-    let without_cluster: Vec<&str> = args.iter().copied().filter(|a| *a != "--cluster").collect();
-    let e = Tool::Etcdctl.run(&listed.join(","), &without_cluster);
-    let c = Tool::Cairnctl.run(ep, args);
-    // Before the normalisation, which may sort lines.
-    let unscheme = |bytes: &[u8]| {
-        norm(
-            text(bytes)
-                .replace("http://127.0.0.1:", "127.0.0.1:")
-                .as_bytes(),
-        )
-    };
-    report.compare(
-        &format!("--endpoints={ep} {args:?} (etcdctl: --endpoints={listed:?} without --cluster)"),
-        (&e, &unscheme),
-        (&c, &unscheme),
-    );
 }
 
 #[test]
@@ -562,7 +513,7 @@ fn reads_and_refusals_match_on_the_same_cluster() {
             ),
             (["endpoint", "hashkv", "--cluster", "-w", w], &normalise_run),
         ] {
-            cluster_case(&mut report, &cluster, &ep0, &args, norm);
+            report.same_cluster(&ep0, &args, norm);
         }
     }
 
@@ -936,16 +887,12 @@ fn failover_across_endpoints_matches() {
             &["endpoint", "hashkv", timeout, "-w", w],
             &normalise_run,
         );
-        cluster_case(
-            &mut report,
-            &cluster,
+        report.same_cluster(
             &survivor_ep,
             &["endpoint", "health", "--cluster", timeout, "-w", w],
             &normalise_unordered,
         );
-        cluster_case(
-            &mut report,
-            &cluster,
+        report.same_cluster(
             &survivor_ep,
             &["endpoint", "status", "--cluster", timeout, "-w", w],
             &normalise_status,
