@@ -1,11 +1,15 @@
 //! Raft consensus for Cairn: a raft-rs `RawNode` driven by a Ready loop on its own thread,
-//! its log persisted in the WAL with one fdatasync per batch.
+//! its log persisted in the WAL with one fdatasync per batch. The loop's rules live in
+//! `RaftCore`, free of threads, clocks and files, so the simulator runs the same code.
 //!
 //! It replicates opaque entries and knows nothing of keys, revisions or gRPC: it must never
 //! depend on cairn-mvcc, cairn-server or cairn-api.
 
+mod core;
 mod log_store;
 mod node;
+
+pub use core::{CoreRequest, CoreSettings, LogStorage, RaftCore, ReadyEffects};
 
 pub use node::{
     CommittedMembershipChange, LearnerInSyncReply, MembershipChange, MessageSink, NodeConfig,

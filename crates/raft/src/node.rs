@@ -2,7 +2,6 @@
 //! that arrived since its last turn, so one fdatasync covers a whole batch of proposals (group
 //! commit), and it hands committed entries to the apply loop over a bounded channel.
 
-use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,11 +9,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType, Message, Snapshot};
-use raft::storage::MemStorage;
-use raft::{Config, RawNode, SnapshotStatus, StateRole};
+use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType, Message};
 
 use crate::RaftError;
+use crate::core::{CoreRequest, CoreSettings, LogStorage, RaftCore, ReadyEffects};
 use crate::log_store::RaftLogStore;
 
 /// Requests taken per turn of the loop before the batch is persisted: bounds latency and memory.
@@ -71,7 +69,7 @@ pub struct CommittedMembershipChange {
 }
 
 /// The raft-rs change in a `EntryConfChange` entry; None for any other entry.
-fn conf_change_of(entry: &Entry) -> Result<Option<ConfChange>, RaftError> {
+pub(crate) fn conf_change_of(entry: &Entry) -> Result<Option<ConfChange>, RaftError> {
     if entry.get_entry_type() != EntryType::EntryConfChange {
         return Ok(None);
     }
@@ -103,26 +101,7 @@ pub fn membership_change_of(entry: &Entry) -> Result<Option<CommittedMembershipC
 }
 
 enum NodeRequest {
-    Propose {
-        id: u64,
-        data: Vec<u8>,
-    },
-    ProposeMembership {
-        id: u64,
-        change: MembershipChange,
-        member: u64,
-        context: Vec<u8>,
-    },
-    ReadIndex(ReadIndexReply),
-    Applied(u64),
-    Persisted(u64),
-    Step(Box<Message>),
-    Unreachable(u64),
-    SnapshotSent {
-        to: u64,
-        delivered: bool,
-    },
-    TransferLeader(u64),
+    Core(CoreRequest<ReadIndexReply>),
     LearnerInSync {
         member: u64,
         ready_percent: u64,
@@ -175,24 +154,17 @@ impl RaftNode {
             config.applied,
             config.installed_snapshot,
         )?;
-        let raft_config = Config {
-            id: config.id,
-            election_tick: config.election_ticks,
-            heartbeat_tick: 1,
-            applied: config.applied.min(log.last_index()),
-            max_size_per_msg: 1024 * 1024,
-            max_inflight_msgs: 256,
-            pre_vote: true,
-            check_quorum: true,
-            ..Config::default()
-        };
-        raft_config.validate()?;
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let mut raw = RawNode::new(&raft_config, log.memory(), &logger)?;
-        if raw.raft.prs().is_singleton() && raw.raft.prs().conf().voters().contains(config.id) {
-            // Alone in the cluster: no one to wait for, so do not sit out an election timeout.
-            raw.campaign()?;
-        }
+        let core = RaftCore::start(
+            config.id,
+            config.election_ticks,
+            config.applied,
+            log.memory(),
+            CoreSettings {
+                tick_interval: config.tick_interval,
+                read_index_timeout: config.read_index_timeout,
+                snapshot_entries: config.snapshot_entries,
+            },
+        )?;
         let (tx, rx) = std::sync::mpsc::sync_channel(config.queued_requests_max);
         let status = Arc::new(SharedStatus::default());
         let node = RaftNode {
@@ -201,18 +173,16 @@ impl RaftNode {
             id: config.id,
         };
         let ready_loop = ReadyLoop {
-            raw,
+            core,
             log,
             requests: rx,
-            events,
+            effects: NodeEffects {
+                events,
+                transport: config.transport,
+            },
             status,
-            transport: config.transport,
             tick_interval: config.tick_interval,
-            read_index_timeout: config.read_index_timeout,
-            snapshot_entries: config.snapshot_entries.max(1),
-            waiting_reads: VecDeque::new(),
-            reads_in_flight: HashMap::new(),
-            read_seq: 0,
+            epoch: Instant::now(),
         };
         let handle = std::thread::Builder::new()
             .name("raft-ready".into())
@@ -230,7 +200,7 @@ impl RaftNode {
 
     /// Queues `data` for replication; the outcome arrives through the apply loop under `id`.
     pub fn propose(&self, id: u64, data: Vec<u8>) -> Result<(), RaftError> {
-        self.send(NodeRequest::Propose { id, data })
+        self.send(NodeRequest::Core(CoreRequest::Propose { id, data }))
     }
 
     /// Proposes a membership change; `context` comes back with the committed entry.
@@ -241,29 +211,36 @@ impl RaftNode {
         member: u64,
         context: Vec<u8>,
     ) -> Result<(), RaftError> {
-        self.send(NodeRequest::ProposeMembership {
+        self.send(NodeRequest::Core(CoreRequest::ProposeMembership {
             id,
             change,
             member,
             context,
-        })
+        }))
     }
 
     /// Hands a message from another member to raft. A full queue drops it; raft resends.
     pub fn step(&self, message: Message) {
-        let _ = self.requests.try_send(NodeRequest::Step(Box::new(message)));
+        let _ = self
+            .requests
+            .try_send(NodeRequest::Core(CoreRequest::Step(Box::new(message))));
     }
 
     /// Tells raft that messages to `member` could not be delivered.
     pub fn report_unreachable(&self, member: u64) {
-        let _ = self.requests.try_send(NodeRequest::Unreachable(member));
+        let _ = self
+            .requests
+            .try_send(NodeRequest::Core(CoreRequest::Unreachable(member)));
     }
 
     /// Tells raft whether the snapshot sent to `to` arrived.
     pub fn report_snapshot(&self, to: u64, delivered: bool) {
         let _ = self
             .requests
-            .try_send(NodeRequest::SnapshotSent { to, delivered });
+            .try_send(NodeRequest::Core(CoreRequest::SnapshotSent {
+                to,
+                delivered,
+            }));
     }
 
     /// Asks whether learner `member` holds at least `ready_percent` of the leader's log.
@@ -282,25 +259,29 @@ impl RaftNode {
 
     /// Asks the leader to hand leadership to `member`.
     pub fn transfer_leader(&self, member: u64) -> Result<(), RaftError> {
-        self.send(NodeRequest::TransferLeader(member))
+        self.send(NodeRequest::Core(CoreRequest::TransferLeader(member)))
     }
 
     /// Asks for a read index; `reply` is called exactly once, from the Ready loop's thread.
     pub fn read_index(&self, reply: ReadIndexReply) -> Result<(), RaftError> {
-        self.send(NodeRequest::ReadIndex(reply))
+        self.send(NodeRequest::Core(CoreRequest::ReadIndex(reply)))
     }
 
     /// Tells the Ready loop that the state machine holds everything up to `index` durably, so
     /// the WAL before it may go once enough entries have gathered.
     pub fn report_persisted(&self, index: u64) {
         // A full queue only delays the snapshot until the next report.
-        let _ = self.requests.try_send(NodeRequest::Persisted(index));
+        let _ = self
+            .requests
+            .try_send(NodeRequest::Core(CoreRequest::Persisted(index)));
     }
 
     /// Tells the Ready loop how far the state machine got, so it can trim the in-memory log.
     pub fn report_applied(&self, index: u64) {
         // A full queue only delays trimming until the next report.
-        let _ = self.requests.try_send(NodeRequest::Applied(index));
+        let _ = self
+            .requests
+            .try_send(NodeRequest::Core(CoreRequest::Applied(index)));
     }
 
     pub fn id(&self) -> u64 {
@@ -331,34 +312,86 @@ impl RaftNode {
     }
 }
 
-struct WaitingRead {
-    reply: ReadIndexReply,
-    since: Instant,
+/// The Ready loop's effects: messages to the transport, everything else to the apply loop.
+struct NodeEffects {
+    events: SyncSender<NodeEvent>,
+    transport: Arc<dyn MessageSink>,
 }
 
-/// Reads handed to raft under one context number. raft-rs drops a read-index request that
-/// is lost on the way to the leader or reaches a leader not yet ready, so it is asked again.
-struct ReadsInFlight {
-    reads: Vec<WaitingRead>,
-    issued: Instant,
+impl ReadyEffects<ReadIndexReply> for NodeEffects {
+    fn send(&mut self, messages: Vec<Message>) {
+        if !messages.is_empty() {
+            self.transport.send(messages);
+        }
+    }
+
+    fn snapshot_installed(&mut self, index: u64, _term: u64) {
+        let _ = self.events.send(NodeEvent::Snapshot { index });
+    }
+
+    fn committed(&mut self, entries: Vec<Entry>) {
+        // Blocking here is the backpressure: a lagging apply loop slows the log down.
+        let _ = self.events.send(NodeEvent::Committed(entries));
+    }
+
+    fn dropped(&mut self, id: u64, error: RaftError) {
+        let _ = self.events.send(NodeEvent::Dropped { id, error });
+    }
+
+    fn read_index(&mut self, reply: ReadIndexReply, result: Result<u64, RaftError>) {
+        reply(result);
+    }
 }
 
+impl LogStorage for RaftLogStore {
+    fn append_entries(&mut self, entries: &[Entry]) -> Result<(), RaftError> {
+        RaftLogStore::append_entries(self, entries)
+    }
+
+    fn set_hard_state(&mut self, hard_state: &raft::prelude::HardState) -> Result<(), RaftError> {
+        RaftLogStore::set_hard_state(self, hard_state)
+    }
+
+    fn set_commit(&mut self, commit: u64) -> Result<(), RaftError> {
+        RaftLogStore::set_commit(self, commit)
+    }
+
+    fn set_conf_state(&mut self, conf_state: &raft::prelude::ConfState) -> Result<(), RaftError> {
+        RaftLogStore::set_conf_state(self, conf_state)
+    }
+
+    fn install_snapshot(&mut self, snapshot: &raft::prelude::Snapshot) -> Result<(), RaftError> {
+        RaftLogStore::install_snapshot(self, snapshot)
+    }
+
+    fn sync(&mut self) -> Result<(), RaftError> {
+        RaftLogStore::sync(self)
+    }
+
+    fn snapshot_index(&self) -> u64 {
+        RaftLogStore::snapshot_index(self)
+    }
+
+    fn snapshot(&mut self, index: u64) -> Result<(), RaftError> {
+        RaftLogStore::snapshot(self, index)
+    }
+
+    fn compact_memory(&mut self, applied: u64, retained: u64) -> Result<(), RaftError> {
+        RaftLogStore::compact_memory(self, applied, retained)
+    }
+}
+
+/// The thread around a [`RaftCore`]: it owns the WAL, takes requests from a channel, ticks
+/// on the wall clock, and publishes raft's status for other threads.
 struct ReadyLoop {
-    raw: RawNode<MemStorage>,
+    core: RaftCore<ReadIndexReply>,
     log: RaftLogStore,
     requests: Receiver<NodeRequest>,
-    events: SyncSender<NodeEvent>,
+    effects: NodeEffects,
     status: Arc<SharedStatus>,
-    transport: Arc<dyn MessageSink>,
     tick_interval: Duration,
-    read_index_timeout: Duration,
-    snapshot_entries: u64,
-    /// Reads not yet handed to raft: it drops read-index requests until the leader has
-    /// committed an entry in its term, so they wait here instead.
-    waiting_reads: VecDeque<WaitingRead>,
-    /// Batches of reads handed to raft under one context number.
-    reads_in_flight: HashMap<u64, ReadsInFlight>,
-    read_seq: u64,
+    /// The core's clock starts here.
+    epoch: Instant,
 }
 
 impl ReadyLoop {
@@ -381,10 +414,11 @@ impl ReadyLoop {
             }
             let now = Instant::now();
             if now >= next_tick {
-                self.raw.tick();
+                self.core.tick();
                 next_tick = now + self.tick_interval;
             }
-            self.issue_reads(now);
+            self.core
+                .issue_reads(now.duration_since(self.epoch), &mut self.effects);
             if let Err(e) = self.on_ready() {
                 tracing::error!(error = %e, "raft Ready loop stopped: cannot persist the log");
                 break;
@@ -396,221 +430,39 @@ impl ReadyLoop {
 
     fn handle(&mut self, request: NodeRequest) {
         match request {
-            NodeRequest::Propose { id, data } => {
-                let result = self.raw.propose(Vec::new(), data);
-                self.report_dropped(id, result);
-            }
-            NodeRequest::ProposeMembership {
-                id,
-                change,
-                member,
-                context,
-            } => {
-                let mut cc = ConfChange::default();
-                cc.set_change_type(match change {
-                    MembershipChange::AddVoter => ConfChangeType::AddNode,
-                    MembershipChange::AddLearner => ConfChangeType::AddLearnerNode,
-                    MembershipChange::Remove => ConfChangeType::RemoveNode,
-                });
-                cc.node_id = member;
-                cc.context = context.into();
-                let result = self.raw.propose_conf_change(Vec::new(), cc);
-                self.report_dropped(id, result);
-            }
-            NodeRequest::ReadIndex(reply) => self.waiting_reads.push_back(WaitingRead {
-                reply,
-                since: Instant::now(),
-            }),
-            NodeRequest::Applied(index) => {
-                if let Err(e) = self.log.compact_memory(index, self.snapshot_entries) {
-                    tracing::warn!(error = %e, "could not trim the in-memory raft log");
-                }
-            }
-            NodeRequest::Persisted(index) => {
-                if index >= self.log.snapshot_index() + self.snapshot_entries
-                    && let Err(e) = self.log.snapshot(index)
+            NodeRequest::Core(request) => {
+                let now = self.epoch.elapsed();
+                if let Err(e) = self
+                    .core
+                    .handle(request, now, &mut self.log, &mut self.effects)
                 {
-                    tracing::warn!(error = %e, "could not snapshot the raft log; the WAL keeps growing");
+                    tracing::warn!(error = %e, "could not trim or snapshot the raft log; the WAL keeps growing");
                 }
             }
-            NodeRequest::Step(message) => {
-                // Messages from members raft no longer knows, or stale ones, are refused;
-                // that is expected during membership changes.
-                if let Err(e) = self.raw.step(*message) {
-                    tracing::debug!(error = %e, "raft message refused");
-                }
-            }
-            NodeRequest::Unreachable(member) => self.raw.report_unreachable(member),
-            NodeRequest::SnapshotSent { to, delivered } => self.raw.report_snapshot(
-                to,
-                if delivered {
-                    SnapshotStatus::Finish
-                } else {
-                    SnapshotStatus::Failure
-                },
-            ),
-            NodeRequest::TransferLeader(member) => self.raw.transfer_leader(member),
             NodeRequest::LearnerInSync {
                 member,
                 ready_percent,
                 reply,
-            } => {
-                let raft = &self.raw.raft;
-                if raft.state != StateRole::Leader {
-                    reply(None);
-                    return;
-                }
-                let leader_matched = raft.raft_log.last_index();
-                let in_sync = raft.prs().get(member).is_some_and(|progress| {
-                    progress.matched * 100 >= leader_matched * ready_percent
-                });
-                reply(Some(in_sync));
-            }
+            } => reply(self.core.learner_in_sync(member, ready_percent)),
         }
-    }
-
-    fn report_dropped(&self, id: u64, result: raft::Result<()>) {
-        if let Err(e) = result {
-            let error = match e {
-                raft::Error::ProposalDropped => RaftError::NoLeader,
-                other => RaftError::Raft(other),
-            };
-            let _ = self.events.send(NodeEvent::Dropped { id, error });
-        }
-    }
-
-    /// Hands every waiting read to raft as one batch when this member can serve it; asks
-    /// again for batches raft lost; fails those that waited too long for a leader.
-    fn issue_reads(&mut self, now: Instant) {
-        let raft = &self.raw.raft;
-        let leader_known = raft.leader_id != raft::INVALID_ID;
-        let can_serve = match raft.state {
-            StateRole::Leader => raft.commit_to_current_term(),
-            // A follower forwards the request; the leader answers it.
-            _ => leader_known,
-        };
-        let retry_after = self.tick_interval * self.raw.raft.election_timeout() as u32;
-        let lost: Vec<u64> = self
-            .reads_in_flight
-            .iter()
-            .filter(|(_, batch)| now.duration_since(batch.issued) >= retry_after)
-            .map(|(seq, _)| *seq)
-            .collect();
-        for seq in lost {
-            let batch = self.reads_in_flight.remove(&seq).expect("listed above");
-            self.waiting_reads.extend(batch.reads);
-        }
-        if self.waiting_reads.is_empty() {
-            return;
-        }
-        if can_serve {
-            self.read_seq += 1;
-            let reads: Vec<WaitingRead> = self.waiting_reads.drain(..).collect();
-            self.reads_in_flight
-                .insert(self.read_seq, ReadsInFlight { reads, issued: now });
-            self.raw.read_index(self.read_seq.to_be_bytes().to_vec());
-            return;
-        }
-        let timeout = self.read_index_timeout;
-        let mut kept = VecDeque::with_capacity(self.waiting_reads.len());
-        for read in self.waiting_reads.drain(..) {
-            if now.duration_since(read.since) >= timeout {
-                (read.reply)(Err(RaftError::NoLeader));
-            } else {
-                kept.push_back(read);
-            }
-        }
-        self.waiting_reads = kept;
-    }
-
-    fn answer_reads(&mut self, states: Vec<raft::ReadState>) {
-        for state in states {
-            let Ok(seq) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else {
-                continue;
-            };
-            if let Some(batch) = self.reads_in_flight.remove(&u64::from_be_bytes(seq)) {
-                for read in batch.reads {
-                    (read.reply)(Ok(state.index));
-                }
-            }
-        }
-    }
-
-    fn send_messages(&mut self, messages: Vec<Message>) {
-        if !messages.is_empty() {
-            self.transport.send(messages);
-        }
-    }
-
-    /// Hands committed entries to the apply loop, applying membership changes to raft on
-    /// the way: raft must know the new membership before it counts the next votes.
-    fn hand_over(&mut self, entries: Vec<Entry>) -> Result<(), RaftError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        for entry in &entries {
-            let Some(cc) = conf_change_of(entry)? else {
-                continue;
-            };
-            match self.raw.apply_conf_change(&cc) {
-                Ok(conf_state) => {
-                    // Durable before the apply loop sees the entry: once the backend records
-                    // it as applied, raft never hands it over again after a restart.
-                    self.log.set_conf_state(&conf_state)?;
-                    self.log.sync()?;
-                }
-                // Replayed after a restart, or refused by raft: raft's view stands.
-                Err(e) => {
-                    tracing::warn!(index = entry.index, error = %e, "membership change not applied to raft")
-                }
-            }
-        }
-        // Blocking here is the backpressure: a lagging apply loop slows the log down.
-        let _ = self.events.send(NodeEvent::Committed(entries));
-        Ok(())
-    }
-
-    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), RaftError> {
-        let index = snapshot.get_metadata().index;
-        self.log.install_snapshot(snapshot)?;
-        tracing::info!(index, "installed the leader's snapshot");
-        let _ = self.events.send(NodeEvent::Snapshot { index });
-        Ok(())
     }
 
     fn on_ready(&mut self) -> Result<(), RaftError> {
-        if !self.raw.has_ready() {
+        if !self.core.has_ready() {
             return Ok(());
         }
         // Term and leader first: whoever is woken by the entries handed over below must see
         // the leader that committed them.
         self.publish_status();
-        let mut ready = self.raw.ready();
-        self.send_messages(ready.take_messages());
-        if !ready.snapshot().is_empty() {
-            let snapshot = ready.snapshot().clone();
-            self.install_snapshot(&snapshot)?;
+        if let Some(ready) = self.core.start_ready(&mut self.log, &mut self.effects)? {
+            self.core
+                .finish_ready(ready, &mut self.log, &mut self.effects)?;
         }
-        self.answer_reads(ready.take_read_states());
-        self.hand_over(ready.take_committed_entries())?;
-        self.log.append_entries(ready.entries())?;
-        if let Some(hard_state) = ready.hs() {
-            self.log.set_hard_state(hard_state)?;
-        }
-        self.log.sync()?;
-        self.send_messages(ready.take_persisted_messages());
-        let mut light = self.raw.advance(ready);
-        if let Some(commit) = light.commit_index() {
-            self.log.set_commit(commit)?;
-        }
-        self.send_messages(light.take_messages());
-        self.hand_over(light.take_committed_entries())?;
-        self.raw.advance_apply();
         Ok(())
     }
 
     fn publish_status(&self) {
-        let raft = &self.raw.raft;
+        let raft = &self.core.raw().raft;
         self.status.term.store(raft.term, Ordering::Release);
         self.status
             .last_index
