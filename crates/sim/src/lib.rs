@@ -12,16 +12,16 @@
 //! never lets hash-map order decide anything (raft-rs's own maps use a fixed hasher; its
 //! one random draw, the election timeout, is replaced from the seed).
 //!
-//! Shared with Cairn: raft-rs 0.7 (`RawNode<MemStorage>`, `MemStorage::snapshot` for what
-//! a leader sends) with node.rs's `Config`; the order in which node.rs handles a `Ready`,
-//! its read batching (followers forward, lost batches are asked again) and its snapshot
-//! install; `RaftLogStore`'s rules for opening, trimming, snapshotting and installing the
-//! log, and `Server::start`'s install of a received backend the WAL already points at; the
-//! apply loop's skip of entries the backend holds and its once-a-second persist; the entry
-//! format (`cairnpb::InternalRequest` carrying etcd requests); the linearizability checker
-//! (`cairn-linearizability`). Shared means mirrored: those types are private to their
-//! crates and run on threads over files and sockets, so this crate restates their logic,
-//! as of commit 84c0d43, and must follow when it changes.
+//! Shared with Cairn, as code: `cairn-raft`'s `RaftCore`, the Ready loop's rules that
+//! node.rs runs on its thread (how requests reach raft-rs with node.rs's `Config`, read
+//! batching, the order in which a `Ready` is written, synced, sent and handed over,
+//! membership changes recorded and synced before the apply loop sees them); raft-rs 0.7
+//! underneath it; the entry format (`cairnpb::InternalRequest` carrying etcd requests); the
+//! linearizability checker (`cairn-linearizability`). Shared as a restatement, because the
+//! real ones work on files: `RaftLogStore`'s rules for opening, trimming, snapshotting and
+//! installing the log (`log.rs` over `disk.rs`), `Server::start`'s install of a received
+//! backend the WAL already points at, and the apply loop's skip of entries the backend holds
+//! and its once-a-second persist. Those must follow when Cairn's change.
 //!
 //! Modelled here: the WAL (records, sync that may stall, crash keeping a prefix of what was
 //! not synced), the backend (a key-value map, durable at persists and installs; no
@@ -37,6 +37,7 @@ mod apply;
 mod disk;
 mod history;
 mod invariants;
+mod log;
 mod member;
 mod network;
 mod outcome;

@@ -1,27 +1,28 @@
-//! One cluster member: a raft-rs `RawNode<MemStorage>` driven the way `cairn-raft`'s Ready
-//! loop (crates/raft/src/node.rs) drives it, its log kept as `RaftLogStore` keeps it
-//! (crates/raft/src/log_store.rs), over a simulated disk, with its apply loop beside it.
+//! One cluster member: `cairn-raft`'s `RaftCore`, the very code Cairn's Ready loop runs
+//! (crates/raft/src/core.rs), over the simulated log store (`SimLog`) and disk, with its
+//! apply loop beside it.
 //!
-//! A turn of the loop takes every request that arrived since the last turn (ticks, peer
-//! messages, proposals, reads, reports from the apply loop and the transport), hands waiting
-//! reads to raft, then handles one `Ready` in node.rs's order: send messages, install a
-//! snapshot, answer read states, hand committed entries over, append entries and hard state,
-//! sync, send the persisted messages, advance, then the light ready. The sync takes simulated
-//! time, during which the member may crash, and raft-rs is not touched (node.rs's thread is
-//! blocked in fdatasync meanwhile).
+//! A turn does what node.rs's thread does: hand every request that arrived since the last
+//! turn to the core (ticks, peer messages, proposals, reads, reports from the apply loop and
+//! the transport), let it issue waiting reads, then start one `Ready`. The sync between
+//! `start_ready` and `finish_ready` takes simulated time, during which the member may crash,
+//! and the core is not touched (node.rs's thread is blocked in fdatasync meanwhile).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
+use std::time::Duration;
 
 use cairn_linearizability::KvOutput;
-use raft::prelude::{
-    ConfChange, ConfChangeType, Entry, EntryType, Message, Ready, Snapshot, SnapshotMetadata,
+use cairn_raft::{
+    CoreRequest, CoreSettings, LogStorage, MembershipChange, RaftCore, RaftError, ReadyEffects,
 };
+use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType, Message, Ready, Snapshot};
 use raft::storage::MemStorage;
-use raft::{Config, RawNode, SnapshotStatus, StateRole, Storage};
+use raft::{SnapshotStatus, StateRole};
 
 use crate::apply::{ApplyFaults, ApplyItem, ApplyLoop};
-use crate::disk::{Backend, Disk, OpenError, WalRecord};
+use crate::disk::{Backend, Disk, OpenError};
 use crate::invariants::Invariants;
+use crate::log::{RETAINED_APPLIED_ENTRIES, SimLog, compact_memory};
 use crate::outcome::{Report, Violation};
 use crate::rng::SimRng;
 
@@ -31,9 +32,6 @@ pub const ELECTION_TICKS: usize = 10;
 
 /// One raft tick: Cairn's default `--heartbeat-interval`.
 pub const TICK_US: u64 = 100_000;
-
-/// Entries kept in memory behind the applied index at most (`RETAINED_APPLIED_ENTRIES`).
-const RETAINED_APPLIED_ENTRIES: u64 = 10_000;
 
 /// A client operation waiting for an answer: which client, which of its operations, and
 /// which attempt at it.
@@ -146,7 +144,8 @@ impl Io<'_> {
 /// Behaviour that differs from Cairn's on purpose, so tests can prove the checks catch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemberFaults {
-    /// Send votes and acknowledgements before the sync that makes them true.
+    /// Send votes and acknowledgements before the sync that makes them true: the disk is
+    /// asked to sync, says it did, and does so only after the simulated sync time.
     pub acknowledges_before_sync: bool,
     /// Followers answer reads from their own state, skipping ReadIndex.
     pub serves_stale_reads: bool,
@@ -170,34 +169,28 @@ pub struct MemberSettings {
     /// How long a read may wait for a leader before it fails (`read_index_timeout`).
     pub read_timeout_us: u64,
     /// Sync the WAL as soon as a committed membership change is recorded, so the apply
-    /// loop can never persist the backend past a change the WAL could still lose. node.rs
-    /// does not yet (`KnownBugs::unsynced_membership`).
+    /// loop can never persist the backend past a change the WAL could still lose, as the
+    /// core does. Off: `KnownBugs::unsynced_membership`.
     pub syncs_membership_at_once: bool,
     pub faults: MemberFaults,
 }
 
-struct WaitingRead {
+/// A linearizable read waiting for its read index.
+pub struct SimRead {
     key: Vec<u8>,
     client: ClientRef,
-    since: u64,
-}
-
-/// Reads handed to raft under one context number, asked again if raft loses them.
-struct ReadsInFlight {
-    reads: Vec<WaitingRead>,
-    issued: u64,
 }
 
 pub struct Member {
     id: u64,
-    raw: RawNode<MemStorage>,
-    /// The storage raft reads; clones share it (`RaftLogStore::memory`).
-    memory: MemStorage,
-    disk: Disk,
+    core: RaftCore<SimRead>,
+    log: SimLog,
     settings: MemberSettings,
     inbox: VecDeque<Input>,
-    /// The Ready whose sync is under way; raft-rs must not be touched until it finishes.
+    /// The Ready whose sync is under way; the core must not be touched until it finishes.
     syncing: Option<Ready>,
+    /// A sync the disk claimed but has yet to do (`acknowledges_before_sync`).
+    deferred_sync: bool,
     turn_scheduled: bool,
     apply_scheduled: bool,
     /// Crash at the next sync with something to make durable.
@@ -206,11 +199,6 @@ pub struct Member {
     crash_inside_backend_install: bool,
     /// (term, role) after the last raft-rs call, to see when raft-rs drew a new timeout.
     term_and_role: (u64, StateRole),
-    /// Index of the last snapshot in the WAL (`RaftLogStore::snapshot_index`).
-    snapshot_index: u64,
-    waiting_reads: VecDeque<WaitingRead>,
-    reads_in_flight: BTreeMap<u64, ReadsInFlight>,
-    read_seq: u64,
     apply: ApplyLoop,
 }
 
@@ -231,10 +219,115 @@ pub enum TurnEnd {
     Crashed(CrashPoint),
 }
 
-fn raft_error(member: u64) -> impl Fn(raft::Error) -> Violation {
+fn raft_error<E: std::fmt::Display>(member: u64) -> impl Fn(E) -> Violation {
     move |e| Violation::RaftError {
         member,
         error: e.to_string(),
+    }
+}
+
+/// Where the core's work goes in the simulation: the world's network, the apply loop, the
+/// invariants. A violation found on the way is kept and returned once the core's call ends.
+struct SimEffects<'m, 'w> {
+    member: u64,
+    apply: &'m mut ApplyLoop,
+    apply_scheduled: &'m mut bool,
+    apply_max_us: u64,
+    io: &'m mut Io<'w>,
+    violation: Option<Violation>,
+}
+
+impl SimEffects<'_, '_> {
+    fn check(&mut self, result: Result<(), Violation>) {
+        if let Err(violation) = result {
+            self.violation.get_or_insert(violation);
+        }
+    }
+
+    fn schedule_apply(&mut self) {
+        schedule_apply(self.apply_scheduled, self.apply_max_us, self.io);
+    }
+
+    /// The outcome of the core's call: the first violation seen, else the call's own error.
+    fn outcome<T>(self, result: Result<T, RaftError>) -> Result<T, Violation> {
+        if let Some(violation) = self.violation {
+            return Err(violation);
+        }
+        result.map_err(raft_error(self.member))
+    }
+}
+
+fn schedule_apply(apply_scheduled: &mut bool, apply_max_us: u64, io: &mut Io) {
+    if !*apply_scheduled {
+        *apply_scheduled = true;
+        let delay = io.rng.between(0, apply_max_us);
+        io.out.wakeups.push((io.now + delay, Wakeup::Apply));
+    }
+}
+
+impl ReadyEffects<SimRead> for SimEffects<'_, '_> {
+    fn send(&mut self, messages: Vec<Message>) {
+        self.io.out.messages.extend(messages);
+    }
+
+    fn snapshot_installed(&mut self, index: u64, term: u64) {
+        let result = self
+            .io
+            .invariants
+            .snapshot_committed(self.member, index, term);
+        self.check(result);
+        self.apply.push(ApplyItem::Snapshot { index });
+        self.schedule_apply();
+        self.io.report.snapshots_installed += 1;
+        self.io.trace(
+            self.member,
+            format_args!("installing the leader's snapshot at {index} (term {term})"),
+        );
+    }
+
+    fn committed(&mut self, entries: Vec<Entry>) {
+        for entry in &entries {
+            let result = self.io.invariants.committed(self.member, entry);
+            self.check(result);
+            if entry.get_entry_type() != EntryType::EntryConfChange {
+                continue;
+            }
+            // The core decoded it already, or it would not have handed it over.
+            let cc: ConfChange = protobuf::Message::parse_from_bytes(&entry.data)
+                .expect("a membership change the core handed over decodes");
+            self.io
+                .out
+                .membership_changes
+                .push((entry.index, cc.get_change_type(), cc.node_id));
+        }
+        self.apply.push(ApplyItem::Entries(entries));
+        self.schedule_apply();
+    }
+
+    fn dropped(&mut self, id: u64, error: RaftError) {
+        match error {
+            RaftError::NoLeader => {
+                // A membership proposal has no client waiting (id 0).
+                if let Some(client) = self.apply.forget(id) {
+                    self.io
+                        .out
+                        .replies
+                        .push((client, Reply::Failed("no leader")));
+                }
+            }
+            other => self.check(Err(raft_error(self.member)(other))),
+        }
+    }
+
+    fn read_index(&mut self, read: SimRead, result: Result<u64, RaftError>) {
+        match result {
+            Ok(index) => self.apply.read_at(index, read.key, read.client, self.io),
+            Err(_) => self
+                .io
+                .out
+                .replies
+                .push((read.client, Reply::Failed("no leader"))),
+        }
     }
 }
 
@@ -290,20 +383,18 @@ impl Member {
         }
         let applied = disk.backend.applied;
         compact_memory(&memory, applied, RETAINED_APPLIED_ENTRIES).map_err(raft_error(id))?;
-        let config = Config {
+        let core = RaftCore::start(
             id,
-            election_tick: ELECTION_TICKS,
-            heartbeat_tick: 1,
-            applied: applied.min(log.last_index()),
-            max_size_per_msg: 1024 * 1024,
-            max_inflight_msgs: 256,
-            pre_vote: true,
-            check_quorum: true,
-            ..Config::default()
-        };
-        config.validate().map_err(raft_error(id))?;
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let raw = RawNode::new(&config, memory.clone(), &logger).map_err(raft_error(id))?;
+            ELECTION_TICKS,
+            applied,
+            memory.clone(),
+            CoreSettings {
+                tick_interval: Duration::from_micros(TICK_US),
+                read_index_timeout: Duration::from_micros(settings.read_timeout_us),
+                snapshot_entries: settings.snapshot_entries,
+            },
+        )
+        .map_err(raft_error(id))?;
         // The snapshot at index 1 that starts every new log stands for the empty state.
         let mut backend = disk.backend.clone();
         backend.applied = backend.applied.max(1);
@@ -317,34 +408,33 @@ impl Member {
             settings.applied_report_entries,
             settings.faults.apply,
         );
+        let mut log = SimLog::new(memory, disk, snapshot_index);
+        log.skips_membership_sync = !settings.syncs_membership_at_once;
         let mut member = Member {
             id,
-            term_and_role: (raw.raft.term, raw.raft.state),
-            raw,
-            memory,
-            disk,
+            term_and_role: (core.raw().raft.term, core.raw().raft.state),
+            core,
+            log,
             settings,
             inbox: VecDeque::new(),
             syncing: None,
+            deferred_sync: false,
             turn_scheduled: false,
             apply_scheduled: false,
             crash_at_next_sync: false,
             crash_inside_backend_install: false,
-            snapshot_index,
-            waiting_reads: VecDeque::new(),
-            reads_in_flight: BTreeMap::new(),
-            read_seq: 0,
             apply,
         };
         member.draw_election_timeout(io);
+        let raft = &member.core.raw().raft;
         io.trace(
             id,
             format_args!(
                 "started: term {}, commit {}, applied {applied}, log {}..={}",
-                member.raw.raft.term,
-                member.raw.raft.raft_log.committed,
-                member.raw.raft.raft_log.first_index(),
-                member.raw.raft.raft_log.last_index()
+                raft.term,
+                raft.raft_log.committed,
+                raft.raft_log.first_index(),
+                raft.raft_log.last_index()
             ),
         );
         Ok(member)
@@ -352,7 +442,7 @@ impl Member {
 
     /// kill -9: everything in memory is gone; the disk keeps what it keeps.
     pub fn crash(self, rng: &mut SimRng) -> Disk {
-        let mut disk = self.disk;
+        let mut disk = self.log.disk;
         disk.crash(rng);
         disk
     }
@@ -362,29 +452,31 @@ impl Member {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.raw.raft.state == StateRole::Leader
+        self.core.raw().raft.state == StateRole::Leader
     }
 
     /// Whether raft counts this member as a learner; the server refuses it writes and
     /// linearizable reads.
     pub fn is_learner(&self) -> bool {
-        self.raw.raft.prs().conf().learners().contains(&self.id)
+        self.core
+            .raw()
+            .raft
+            .prs()
+            .conf()
+            .learners()
+            .contains(&self.id)
     }
 
     /// The voters and learners this member's raft knows of.
     pub fn membership(&self) -> (Vec<u64>, Vec<u64>) {
-        let conf = self.raw.raft.prs().conf().to_conf_state();
+        let conf = self.core.raw().raft.prs().conf().to_conf_state();
         (conf.voters, conf.learners)
     }
 
     /// On a leader: whether `member` holds at least `percent` of the leader's log, the
     /// server's condition for promoting a learner (`LearnerInSync`).
     pub fn holds_log_share(&self, member: u64, percent: u64) -> bool {
-        let raft = &self.raw.raft;
-        raft.state == StateRole::Leader
-            && raft.prs().get(member).is_some_and(|progress| {
-                progress.matched * 100 >= raft.raft_log.last_index() * percent
-            })
+        self.core.learner_in_sync(member, percent) == Some(true)
     }
 
     pub fn applied(&self) -> u64 {
@@ -392,12 +484,12 @@ impl Member {
     }
 
     pub fn committed(&self) -> u64 {
-        self.raw.raft.raft_log.committed
+        self.core.raw().raft.raft_log.committed
     }
 
     /// The last entry handed over to the apply loop (raft's applied index).
     pub fn handed_over(&self) -> u64 {
-        self.raw.raft.raft_log.applied
+        self.core.raw().raft.raft_log.applied
     }
 
     pub fn digest(&self) -> u64 {
@@ -411,7 +503,7 @@ impl Member {
 
     /// The transport wrote a received snapshot's backend, synced, before stepping the message.
     pub fn receive_backend(&mut self, backend: Backend) {
-        self.disk.incoming = Some(backend);
+        self.log.disk.incoming = Some(backend);
     }
 
     pub fn arm_crash_at_next_sync(&mut self, armed: bool) {
@@ -439,7 +531,8 @@ impl Member {
         let ticks = io
             .rng
             .between(ELECTION_TICKS as u64, 2 * ELECTION_TICKS as u64 - 1);
-        self.raw
+        self.core
+            .raw_mut()
             .raft
             .set_randomized_election_timeout(ticks as usize);
     }
@@ -447,7 +540,8 @@ impl Member {
     /// After every raft-rs call: reseed the election timeout if raft-rs reset it, and
     /// check that this member is the only leader of its term.
     fn after_raft_call(&mut self, io: &mut Io) -> Result<(), Violation> {
-        let now = (self.raw.raft.term, self.raw.raft.state);
+        let raft = &self.core.raw().raft;
+        let now = (raft.term, raft.state);
         if now != self.term_and_role {
             self.term_and_role = now;
             self.draw_election_timeout(io);
@@ -459,7 +553,30 @@ impl Member {
         Ok(())
     }
 
-    /// One turn of node.rs's loop: handle what arrived, hand reads to raft, handle a Ready.
+    /// Splits the member into its core, its log, and the effects the core's work has.
+    fn parts<'m, 'w>(
+        &'m mut self,
+        io: &'m mut Io<'w>,
+    ) -> (
+        &'m mut RaftCore<SimRead>,
+        &'m mut SimLog,
+        SimEffects<'m, 'w>,
+    ) {
+        (
+            &mut self.core,
+            &mut self.log,
+            SimEffects {
+                member: self.id,
+                apply: &mut self.apply,
+                apply_scheduled: &mut self.apply_scheduled,
+                apply_max_us: self.settings.apply_max_us,
+                io,
+                violation: None,
+            },
+        )
+    }
+
+    /// One turn of node.rs's loop: handle what arrived, hand reads to raft, start a Ready.
     pub fn turn(&mut self, io: &mut Io) -> Result<TurnEnd, Violation> {
         self.turn_scheduled = false;
         if self.syncing.is_some() {
@@ -469,250 +586,105 @@ impl Member {
             self.handle(input, io)?;
             self.after_raft_call(io)?;
         }
-        self.issue_reads(io);
+        let now = Duration::from_micros(io.now);
+        let (core, _, mut effects) = self.parts(io);
+        core.issue_reads(now, &mut effects);
+        effects.outcome(Ok(()))?;
         self.after_raft_call(io)?;
         self.start_ready(io)
     }
 
     fn handle(&mut self, input: Input, io: &mut Io) -> Result<(), Violation> {
-        match input {
+        let request = match input {
             Input::Tick => {
-                self.raw.tick();
+                self.core.tick();
+                return Ok(());
             }
-            // node.rs logs a refused message and goes on: stale or from an unknown member.
-            Input::Message(message) => {
-                let _ = self.raw.step(message);
-            }
+            Input::Message(message) => CoreRequest::Step(Box::new(message)),
             Input::Propose { client, .. } | Input::Read { client, .. } if self.is_learner() => {
                 io.out.replies.push((client, Reply::Failed("learner")));
+                return Ok(());
             }
             Input::Propose { id, data, client } => {
                 self.apply.wait_for(id, client);
-                match self.raw.propose(Vec::new(), data) {
-                    Ok(()) => {}
-                    Err(raft::Error::ProposalDropped) => {
-                        self.apply.forget(id);
-                        io.out.replies.push((client, Reply::Failed("no leader")));
-                    }
-                    Err(other) => return Err(raft_error(self.id)(other)),
-                }
+                CoreRequest::Propose { id, data }
             }
             Input::Read { key, client } => {
                 if self.settings.faults.serves_stale_reads
-                    && self.raw.raft.state == StateRole::Follower
+                    && self.core.raw().raft.state == StateRole::Follower
                 {
                     let value = self.apply.state().get(&key);
                     io.out
                         .replies
                         .push((client, Reply::Output(KvOutput::Get(value))));
-                } else {
-                    self.waiting_reads.push_back(WaitingRead {
-                        key,
-                        client,
-                        since: io.now,
-                    });
+                    return Ok(());
                 }
+                CoreRequest::ReadIndex(SimRead { key, client })
             }
-            Input::ProposeMembership { change, member } => {
-                let mut cc = ConfChange::default();
-                cc.set_change_type(change);
-                cc.node_id = member;
-                // A refused change is dropped, as node.rs reports it to no one waiting here.
-                let _ = self.raw.propose_conf_change(Vec::new(), cc);
-            }
-            Input::SnapshotStatus { to, status } => self.raw.report_snapshot(to, status),
-            Input::Unreachable { to } => self.raw.report_unreachable(to),
-            Input::Applied { index } => {
-                compact_memory(&self.memory, index, self.settings.snapshot_entries)
-                    .map_err(raft_error(self.id))?;
-            }
-            Input::Persisted { index } => {
-                if index >= self.snapshot_index + self.settings.snapshot_entries {
-                    self.snapshot_log(index, io)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// `RaftLogStore::snapshot`: record that the backend holds `index` durably, sync, and
-    /// delete the WAL it covers.
-    fn snapshot_log(&mut self, index: u64, io: &mut Io) -> Result<(), Violation> {
-        if index <= self.snapshot_index {
-            return Ok(());
-        }
-        let Ok(term) = self.memory.term(index) else {
-            // Already trimmed from memory: the next, later snapshot will do.
-            return Ok(());
+            // No client waits on a membership change here: id 0.
+            Input::ProposeMembership { change, member } => CoreRequest::ProposeMembership {
+                id: 0,
+                change: match change {
+                    ConfChangeType::AddNode => MembershipChange::AddVoter,
+                    ConfChangeType::AddLearnerNode => MembershipChange::AddLearner,
+                    ConfChangeType::RemoveNode => MembershipChange::Remove,
+                },
+                member,
+                context: Vec::new(),
+            },
+            Input::SnapshotStatus { to, status } => CoreRequest::SnapshotSent {
+                to,
+                delivered: status == SnapshotStatus::Finish,
+            },
+            Input::Unreachable { to } => CoreRequest::Unreachable(to),
+            Input::Applied { index } => CoreRequest::Applied(index),
+            Input::Persisted { index } => CoreRequest::Persisted(index),
         };
-        let state = self.memory.initial_state().map_err(raft_error(self.id))?;
-        let mut meta = SnapshotMetadata::default();
-        meta.set_index(index);
-        meta.set_term(term);
-        meta.set_conf_state(state.conf_state);
-        self.disk.append(WalRecord::Snapshot(meta));
-        self.disk.append(WalRecord::HardState(state.hard_state));
-        self.disk.sync();
-        self.snapshot_index = index;
-        self.disk.purge_before_snapshot(index);
-        io.report.snapshots_taken += 1;
-        io.trace(
-            self.id,
-            format_args!("log snapshot at {index} (term {term})"),
-        );
+        let now = Duration::from_micros(io.now);
+        let snapshots_before = self.log.snapshots_taken;
+        let (core, log, mut effects) = self.parts(io);
+        let result = core.handle(request, now, log, &mut effects);
+        effects.outcome(result)?;
+        if self.log.snapshots_taken > snapshots_before {
+            io.report.snapshots_taken += 1;
+            io.trace(
+                self.id,
+                format_args!("log snapshot at {}", self.log.snapshot_index()),
+            );
+        }
         Ok(())
     }
 
-    /// node.rs `issue_reads`: hands every waiting read to raft as one batch when this
-    /// member can get a read index (a leader that has committed in its term, or any member
-    /// that knows a leader: raft-rs forwards the request); asks again for batches raft lost;
-    /// fails those that waited too long for a leader.
-    fn issue_reads(&mut self, io: &mut Io) {
-        let raft = &self.raw.raft;
-        let leader_known = raft.leader_id != raft::INVALID_ID;
-        let can_serve = match raft.state {
-            StateRole::Leader => raft.commit_to_current_term(),
-            _ => leader_known,
-        };
-        let now = io.now;
-        let retry_after = TICK_US * self.raw.raft.election_timeout() as u64;
-        let lost: Vec<u64> = self
-            .reads_in_flight
-            .iter()
-            .filter(|(_, batch)| now >= batch.issued + retry_after)
-            .map(|(seq, _)| *seq)
-            .collect();
-        for seq in lost {
-            let batch = self.reads_in_flight.remove(&seq).expect("listed above");
-            self.waiting_reads.extend(batch.reads);
-        }
-        if self.waiting_reads.is_empty() {
-            return;
-        }
-        if can_serve {
-            self.read_seq += 1;
-            let reads: Vec<WaitingRead> = self.waiting_reads.drain(..).collect();
-            self.reads_in_flight
-                .insert(self.read_seq, ReadsInFlight { reads, issued: now });
-            self.raw.read_index(self.read_seq.to_be_bytes().to_vec());
-            return;
-        }
-        let timeout = self.settings.read_timeout_us;
-        let mut kept = VecDeque::with_capacity(self.waiting_reads.len());
-        for read in self.waiting_reads.drain(..) {
-            if now >= read.since + timeout {
-                io.out
-                    .replies
-                    .push((read.client, Reply::Failed("no leader")));
-            } else {
-                kept.push_back(read);
-            }
-        }
-        self.waiting_reads = kept;
-    }
-
-    fn answer_reads(&mut self, states: Vec<raft::ReadState>, io: &mut Io) {
-        for state in states {
-            let Ok(seq) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else {
-                continue;
-            };
-            if let Some(batch) = self.reads_in_flight.remove(&u64::from_be_bytes(seq)) {
-                for read in batch.reads {
-                    self.apply.read_at(state.index, read.key, read.client, io);
-                }
-            }
-        }
-    }
-
-    fn send(&mut self, messages: Vec<Message>, io: &mut Io) {
-        io.out.messages.extend(messages);
-    }
-
-    /// node.rs `hand_over`: committed entries go to the apply loop, and membership changes
-    /// are applied to raft on the way (raft must know the new membership before it counts
-    /// the next votes) and recorded in the WAL.
-    fn hand_over(&mut self, entries: Vec<Entry>, io: &mut Io) -> Result<(), Violation> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        for entry in &entries {
-            io.invariants.committed(self.id, entry)?;
-            if entry.get_entry_type() != EntryType::EntryConfChange {
-                continue;
-            }
-            let cc: ConfChange = protobuf::Message::parse_from_bytes(&entry.data).map_err(|e| {
-                Violation::UnappliableEntry {
-                    member: self.id,
-                    index: entry.index,
-                    reason: format!("undecodable membership change: {e}"),
-                }
-            })?;
-            // Replayed after a restart, or refused by raft: raft's view stands (node.rs logs).
-            if let Ok(conf_state) = self.raw.apply_conf_change(&cc) {
-                self.disk.append(WalRecord::ConfState(conf_state.clone()));
-                self.memory.wl().set_conf_state(conf_state);
-                if self.settings.syncs_membership_at_once {
-                    self.disk.sync();
-                }
-            }
-            io.out
-                .membership_changes
-                .push((entry.index, cc.get_change_type(), cc.node_id));
-        }
-        self.apply.push(ApplyItem::Entries(entries));
-        self.schedule_apply(io);
-        Ok(())
-    }
-
-    fn schedule_apply(&mut self, io: &mut Io) {
-        if !self.apply_scheduled {
-            self.apply_scheduled = true;
-            let delay = io.rng.between(0, self.settings.apply_max_us);
-            io.out.wakeups.push((io.now + delay, Wakeup::Apply));
-        }
-    }
-
-    /// node.rs `on_ready` up to the sync; the rest happens in `finish_ready`.
+    /// The core's `start_ready`, then the sync, which takes simulated time.
     fn start_ready(&mut self, io: &mut Io) -> Result<TurnEnd, Violation> {
-        if !self.raw.has_ready() {
+        let (core, log, mut effects) = self.parts(io);
+        let result = core.start_ready(log, &mut effects);
+        let Some(ready) = effects.outcome(result)? else {
+            return Ok(TurnEnd::Done);
+        };
+        if self.settings.faults.acknowledges_before_sync {
+            // The whole Ready goes through while the disk only pretends to sync, so the
+            // acknowledgements are out when the crash comes.
+            self.log.defers_syncs = true;
+            let finished = self.finish(ready, io);
+            self.log.defers_syncs = false;
+            finished?;
+            if self.crash_at_next_sync && self.log.disk.has_unsynced() {
+                return Ok(TurnEnd::Crashed(CrashPoint::Sync));
+            }
+            if self.log.disk.has_unsynced() && !self.deferred_sync {
+                self.deferred_sync = true;
+                let took = self.sync_time(io);
+                io.out.wakeups.push((io.now + took, Wakeup::SyncDone));
+            }
             return Ok(TurnEnd::Done);
         }
-        let mut ready = self.raw.ready();
-        let messages = ready.take_messages();
-        self.send(messages, io);
-        if !ready.snapshot().is_empty() {
-            self.install_snapshot(ready.snapshot().clone(), io)?;
-        }
-        self.answer_reads(ready.take_read_states(), io);
-        self.hand_over(ready.take_committed_entries(), io)?;
-        if !ready.entries().is_empty() {
-            for entry in ready.entries() {
-                self.disk.append(WalRecord::Entry(entry.clone()));
-            }
-            self.memory
-                .wl()
-                .append(ready.entries())
-                .map_err(raft_error(self.id))?;
-        }
-        if let Some(hard_state) = ready.hs() {
-            self.disk.append(WalRecord::HardState(hard_state.clone()));
-            self.memory.wl().set_hardstate(hard_state.clone());
-        }
-        if self.settings.faults.acknowledges_before_sync {
-            let persisted = ready.take_persisted_messages();
-            self.send(persisted, io);
-        }
-        if self.crash_at_next_sync && self.disk.has_unsynced() {
+        if self.crash_at_next_sync && self.log.disk.has_unsynced() {
             return Ok(TurnEnd::Crashed(CrashPoint::Sync));
         }
         self.syncing = Some(ready);
-        if self.disk.has_unsynced() {
-            let mut took = io
-                .rng
-                .between(self.settings.sync_min_us, self.settings.sync_max_us);
-            if io.rng.chance(self.settings.sync_stall_per_mille) {
-                took += io.rng.between(0, self.settings.sync_stall_max_us);
-            }
+        if self.log.disk.has_unsynced() {
+            let took = self.sync_time(io);
             io.out.wakeups.push((io.now + took, Wakeup::SyncDone));
         } else {
             self.finish_ready(io)?;
@@ -720,29 +692,25 @@ impl Member {
         Ok(TurnEnd::Done)
     }
 
-    /// The sync finished: the rest of node.rs `on_ready`.
+    fn sync_time(&self, io: &mut Io) -> u64 {
+        let mut took = io
+            .rng
+            .between(self.settings.sync_min_us, self.settings.sync_max_us);
+        if io.rng.chance(self.settings.sync_stall_per_mille) {
+            took += io.rng.between(0, self.settings.sync_stall_max_us);
+        }
+        took
+    }
+
+    /// The sync finished: the core's `finish_ready`.
     pub fn finish_ready(&mut self, io: &mut Io) -> Result<TurnEnd, Violation> {
-        let Some(mut ready) = self.syncing.take() else {
+        if std::mem::take(&mut self.deferred_sync) {
+            self.log.disk.sync();
+        }
+        let Some(ready) = self.syncing.take() else {
             return Ok(TurnEnd::Done);
         };
-        self.disk.sync();
-        let persisted = ready.take_persisted_messages();
-        self.send(persisted, io);
-        let mut light = self.raw.advance(ready);
-        if let Some(commit) = light.commit_index() {
-            // `RaftLogStore::set_commit`: rides along with the next sync.
-            let hard_state = {
-                let mut core = self.memory.wl();
-                core.mut_hard_state().commit = commit;
-                core.hard_state().clone()
-            };
-            self.disk.append(WalRecord::HardState(hard_state));
-        }
-        let messages = light.take_messages();
-        self.send(messages, io);
-        self.hand_over(light.take_committed_entries(), io)?;
-        self.raw.advance_apply();
-        self.after_raft_call(io)?;
+        self.finish(ready, io)?;
         if !self.inbox.is_empty() && !self.turn_scheduled {
             self.turn_scheduled = true;
             io.out.wakeups.push((io.now, Wakeup::Turn));
@@ -750,75 +718,33 @@ impl Member {
         Ok(TurnEnd::Done)
     }
 
-    /// node.rs `install_snapshot` with `RaftLogStore::install_snapshot`: the leader's
-    /// snapshot replaces the whole log (synced at once), and the apply loop is told to
-    /// replace the state machine with the backend that came with it.
-    fn install_snapshot(&mut self, snapshot: Snapshot, io: &mut Io) -> Result<(), Violation> {
-        let meta = snapshot.get_metadata().clone();
-        io.invariants
-            .snapshot_committed(self.id, meta.index, meta.term)?;
-        let mut hard_state = self
-            .memory
-            .initial_state()
-            .map_err(raft_error(self.id))?
-            .hard_state;
-        hard_state.commit = hard_state.commit.max(meta.index);
-        hard_state.term = hard_state.term.max(meta.term);
-        self.disk.append(WalRecord::Snapshot(meta.clone()));
-        self.disk.append(WalRecord::HardState(hard_state.clone()));
-        self.disk.sync();
-        {
-            let mut core = self.memory.wl();
-            core.apply_snapshot(snapshot).map_err(raft_error(self.id))?;
-            core.set_hardstate(hard_state);
-        }
-        self.snapshot_index = meta.index;
-        self.disk.purge_before_snapshot(meta.index);
-        self.apply.push(ApplyItem::Snapshot { index: meta.index });
-        self.schedule_apply(io);
-        io.report.snapshots_installed += 1;
-        io.trace(
-            self.id,
-            format_args!(
-                "installing the leader's snapshot at {} (term {})",
-                meta.index, meta.term
-            ),
-        );
-        Ok(())
+    fn finish(&mut self, ready: Ready, io: &mut Io) -> Result<(), Violation> {
+        let (core, log, mut effects) = self.parts(io);
+        let result = core.finish_ready(ready, log, &mut effects);
+        effects.outcome(result)?;
+        self.after_raft_call(io)
     }
 
     /// The apply loop's turn: apply what was handed over, and report progress.
     pub fn run_apply(&mut self, io: &mut Io) -> Result<TurnEnd, Violation> {
         self.apply_scheduled = false;
         let crash = self.crash_inside_backend_install;
-        let Some(reports) = self.apply.run(&mut self.disk, crash, io)? else {
+        let Some(reports) = self.apply.run(&mut self.log.disk, crash, io)? else {
             return Ok(TurnEnd::Crashed(CrashPoint::BackendInstall));
         };
         for report in reports {
             self.deliver(report, io);
         }
         if self.apply.has_work() {
-            self.schedule_apply(io);
+            schedule_apply(&mut self.apply_scheduled, self.settings.apply_max_us, io);
         }
         Ok(TurnEnd::Done)
     }
 
     /// The apply loop's idle wake-up: persist the backend once a second.
     pub fn apply_idle(&mut self, io: &mut Io) {
-        if let Some(report) = self.apply.persist_if_due(&mut self.disk, io.now) {
+        if let Some(report) = self.apply.persist_if_due(&mut self.log.disk, io.now) {
             self.deliver(report, io);
         }
     }
-}
-
-/// `RaftLogStore::compact_memory`: drops in-memory entries well behind `applied`, keeping
-/// at most `retained` for a slow follower; one further behind gets a snapshot instead.
-fn compact_memory(memory: &MemStorage, applied: u64, retained: u64) -> raft::Result<()> {
-    let retained = retained.clamp(1, RETAINED_APPLIED_ENTRIES);
-    let applied = applied.min(memory.last_index()?);
-    let first = memory.first_index()?;
-    if applied >= first + 2 * retained {
-        memory.wl().compact(applied - retained)?;
-    }
-    Ok(())
 }
