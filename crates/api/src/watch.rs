@@ -149,6 +149,9 @@ async fn serve_stream(server: Arc<Server>, mut inbound: Streaming<WatchRequest>,
             Some(RequestUnion::CancelRequest(_)) | None => {}
         }
     }
+    // A client that stops sending (a half-close) still gets its events, as from etcd: the
+    // watchers stay until the response stream is gone.
+    tx.closed().await;
     hub.close_stream(watchers.stream);
 }
 
