@@ -41,15 +41,17 @@ pub struct ApiConfig {
     pub quota_backend_bytes: i64,
 }
 
+/// Whether the client sent `hasleader: true` metadata (clientv3's `WithRequireLeader`).
+fn requires_leader(metadata: &tonic::metadata::MetadataMap) -> bool {
+    metadata.get("hasleader").is_some_and(|v| v == "true")
+}
+
 /// etcd's require-leader check, for every service: a client that sends `hasleader: true`
-/// metadata is refused at once while there is no leader, instead of waiting for one.
+/// metadata is refused at once while there is no leader, instead of waiting for one. (A watch
+/// stream it opened while there was a leader is ended later, in the watch service.)
 fn require_leader(server: Arc<Server>) -> impl Interceptor + Clone {
     move |request: tonic::Request<()>| {
-        let requires_leader = request
-            .metadata()
-            .get("hasleader")
-            .is_some_and(|v| v == "true");
-        if requires_leader && !server.has_leader() {
+        if requires_leader(request.metadata()) && !server.has_leader() {
             return Err(to_status(ServerError::NoLeader));
         }
         Ok(request)

@@ -19,6 +19,12 @@ use tonic::{Request, Response, Status, Streaming};
 /// Responses queued per stream before its watchers fall back to catching up from history.
 const STREAM_QUEUE: usize = 1024;
 
+/// As etcd: a stream that requires a leader is ended with `no leader` once the member has had
+/// none at this many checks in a row, one per election timeout, so that its client moves to a
+/// member that has one. New requests are refused at once; an open stream is given longer,
+/// since reopening it costs more.
+const NO_LEADER_CHECKS_MAX: u32 = 3;
+
 /// etcd's message for a client-chosen watch ID already in use on the stream.
 const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
 /// etcd's message for a range whose end is not after its start.
@@ -118,7 +124,13 @@ async fn serve_stream(server: Arc<Server>, mut inbound: Streaming<WatchRequest>,
         ids: HashSet::new(),
         next_id: 0,
     };
-    while let Ok(Some(request)) = inbound.message().await {
+    loop {
+        let request = tokio::select! {
+            request = inbound.message() => request,
+            // The response stream is gone (ended for want of a leader, or dropped).
+            () = tx.closed() => break,
+        };
+        let Ok(Some(request)) = request else { break };
         match request.request_union {
             Some(RequestUnion::CreateRequest(c)) => create(&server, &mut watchers, c, &tx).await,
             Some(RequestUnion::CancelRequest(c)) if hub.cancel(watchers.stream, c.watch_id) => {
@@ -137,7 +149,30 @@ async fn serve_stream(server: Arc<Server>, mut inbound: Streaming<WatchRequest>,
             Some(RequestUnion::CancelRequest(_)) | None => {}
         }
     }
+    // A client that stops sending (a half-close) still gets its events, as from etcd: the
+    // watchers stay until the response stream is gone.
+    tx.closed().await;
     hub.close_stream(watchers.stream);
+}
+
+/// Sends `no leader` once the member has had no leader for `NO_LEADER_CHECKS_MAX` checks in a
+/// row; returns early when the stream is gone.
+async fn end_without_leader(server: Arc<Server>, no_leader: mpsc::Sender<Status>) {
+    let mut checks_without_leader = 0;
+    while checks_without_leader < NO_LEADER_CHECKS_MAX {
+        tokio::select! {
+            () = no_leader.closed() => return,
+            () = tokio::time::sleep(server.election_timeout()) => {}
+        }
+        checks_without_leader = if server.has_leader() {
+            0
+        } else {
+            checks_without_leader + 1
+        };
+    }
+    let _ = no_leader
+        .send(crate::to_status(cairn_server::ServerError::NoLeader))
+        .await;
 }
 
 #[tonic::async_trait]
@@ -148,8 +183,18 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let requires_leader = crate::requires_leader(request.metadata());
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let responses = ReceiverStream::new(rx).map(Ok);
+        if !requires_leader {
+            tokio::spawn(serve_stream(self.server.clone(), request.into_inner(), tx));
+            return Ok(Response::new(Box::pin(responses)));
+        }
+        let (no_leader_tx, no_leader_rx) = mpsc::channel(1);
+        tokio::spawn(end_without_leader(self.server.clone(), no_leader_tx));
         tokio::spawn(serve_stream(self.server.clone(), request.into_inner(), tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
+        // tonic ends the response at the first error, with that status.
+        let no_leader = ReceiverStream::new(no_leader_rx).map(Err);
+        Ok(Response::new(Box::pin(responses.merge(no_leader))))
     }
 }

@@ -342,6 +342,11 @@ impl Server {
         self.raft.leader() != 0
     }
 
+    /// `--election-timeout`.
+    pub fn election_timeout(&self) -> Duration {
+        self.election_timeout
+    }
+
     /// The store's current revision, for headers of responses that read nothing.
     pub fn current_revision(&self) -> i64 {
         self.store.current_revision()

@@ -51,6 +51,11 @@ pub struct ClusterOptions {
     pub election_timeout_ms: u64,
     /// Flags added to every member's command line (e.g. `--snapshot-count 100`).
     pub extra_args: Vec<String>,
+    /// `--initial-cluster-token` of some members (by index) instead of the cluster's own. Such
+    /// a member derives another cluster ID, so it never joins: `start` does not wait for it to
+    /// become healthy, and the harness never asks it about the cluster (etcdctl, the leader,
+    /// convergence).
+    pub token_overrides: BTreeMap<usize, String>,
 }
 
 impl Default for ClusterOptions {
@@ -62,6 +67,7 @@ impl Default for ClusterOptions {
             heartbeat_interval_ms: 100,
             election_timeout_ms: 1000,
             extra_args: Vec::new(),
+            token_overrides: BTreeMap::new(),
         }
     }
 }
@@ -164,6 +170,7 @@ impl Member {
 /// One member's answer to `Maintenance.Status`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberStatus {
+    pub cluster_id: u64,
     pub member_id: u64,
     /// 0 when the member knows no leader.
     pub leader_id: u64,
@@ -306,9 +313,21 @@ impl Cluster {
     }
 
     fn start_all(&mut self) -> Result<(), StartError> {
-        let indices: Vec<usize> = (0..self.members.len()).collect();
-        let log_starts: Vec<u64> = indices.iter().map(|&i| self.spawn(i)).collect();
+        let mut indices = Vec::new();
+        let mut log_starts = Vec::new();
+        for index in 0..self.members.len() {
+            let log_start = self.spawn(index);
+            if self.in_cluster(index) {
+                indices.push(index);
+                log_starts.push(log_start);
+            }
+        }
         self.wait_ready(&indices, &log_starts)
+    }
+
+    /// Whether member `index` has the cluster's token (see `ClusterOptions::token_overrides`).
+    fn in_cluster(&self, index: usize) -> bool {
+        !self.options.token_overrides.contains_key(&index)
     }
 
     /// The flags both etcd and cairn are started with.
@@ -330,7 +349,10 @@ impl Cluster {
             "--initial-cluster",
             &member.initial_cluster,
             "--initial-cluster-token",
-            &self.token,
+            self.options
+                .token_overrides
+                .get(&index)
+                .unwrap_or(&self.token),
             "--initial-cluster-state",
             member.initial_cluster_state,
             "--heartbeat-interval",
@@ -496,7 +518,7 @@ impl Cluster {
         let endpoints: Vec<String> = self
             .running()
             .into_iter()
-            .filter(|&i| !self.members[i].learner)
+            .filter(|&i| !self.members[i].learner && self.in_cluster(i))
             .map(|i| self.members[i].endpoint())
             .collect();
         etcdctl(&endpoints.join(","), args)
@@ -541,6 +563,7 @@ impl Cluster {
             statuses.insert(
                 index,
                 MemberStatus {
+                    cluster_id: status["header"]["cluster_id"].as_u64().unwrap_or(0),
                     member_id: status["header"]["member_id"].as_u64().unwrap_or(0),
                     leader_id: status["leader"].as_u64().unwrap_or(0),
                     raft_term: status["raftTerm"].as_u64().unwrap_or(0),
@@ -557,7 +580,8 @@ impl Cluster {
     /// The leader, as the running members at the highest term see it, if it is itself running
     /// and agrees that it leads.
     pub fn leader(&self) -> Option<usize> {
-        let statuses = self.statuses();
+        let mut statuses = self.statuses();
+        statuses.retain(|&index, _| self.in_cluster(index));
         let term = statuses.values().map(|s| s.raft_term).max()?;
         let leader_id = statuses
             .values()
@@ -600,7 +624,7 @@ impl Cluster {
     pub fn follower_of(&self, leader: usize) -> usize {
         self.running()
             .into_iter()
-            .find(|&i| i != leader && !self.members[i].learner)
+            .find(|&i| i != leader && !self.members[i].learner && self.in_cluster(i))
             .expect("a running follower")
     }
 
@@ -783,7 +807,7 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         loop {
             let mut views: Vec<(usize, Option<(i64, Value)>)> = Vec::new();
-            for index in self.running() {
+            for index in self.running().into_iter().filter(|&i| self.in_cluster(i)) {
                 views.push((index, self.serializable_keyspace(index)));
             }
             if let Some((_, Some((revision, kvs)))) = views.first()

@@ -1,6 +1,7 @@
 //! Clients that require a leader (`hasleader: true` metadata, which clientv3 sends for watches
 //! and etcd-client for every call when asked) are served normally while there is one, on every
-//! service. The refusal while leaderless needs a member without a leader: a multi-member test.
+//! service. The refusal while leaderless needs a member without a leader: see
+//! cluster_require_leader.rs.
 
 use cairn_tests::Server;
 use etcd_client::{Client, ConnectOptions, EventType};

@@ -686,3 +686,21 @@ async fn etcdctl_watch_prints_each_event_from_its_start_revision() {
         ctl.kill().await;
     }
 }
+
+#[tokio::test]
+async fn a_stream_whose_client_stops_sending_keeps_delivering_events() {
+    let server = Server::start();
+    let mut client = connect(&server).await;
+    let mut streams = connect_streaming(&server).await;
+    let (watcher, mut stream) = watch(&mut streams, "k", WatchOptions::new()).await;
+    // Dropping the watcher half-closes the stream: no more requests, but the watchers on it
+    // stay (etcd stops reading the stream, not serving it).
+    drop(watcher);
+    let revision = put(&mut client, "k", "v").await;
+    let response = next_response(&mut stream).await;
+    assert_eq!(
+        events(&response),
+        vec![Ev::put("k", "v", revision, revision, 1)],
+        "{response:?}"
+    );
+}
