@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cairn_mvcc::Store;
 use cairn_proto::cairnpb::{InternalRequest, internal_request};
-use cairn_proto::cairnpb::{MemberChange, MembershipResponse};
+use cairn_proto::cairnpb::{LeaseTimeToLiveResponse, MemberChange, MembershipResponse};
 use cairn_proto::etcdserverpb::Member;
 use cairn_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
@@ -35,6 +35,8 @@ pub const ETCD_VERSION: &str = "3.5.0";
 
 /// How long a request may wait for consensus before `etcdserver: request timed out`.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
+/// How long a request that must reach the leader waits before asking again.
+const LEADER_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 /// Proposals and reads queued for the Ready loop before callers get `too many requests`.
 const QUEUED_REQUESTS_MAX: usize = 16 * 1024;
 
@@ -556,8 +558,58 @@ impl Server {
         Ok(Some(ttl))
     }
 
-    pub fn lease_time_to_live(&self, id: i64, with_keys: bool) -> Option<LeaseTimeToLive> {
-        self.lessor.time_to_live(id, with_keys)
+    /// `LeaseTimeToLive`, answered by the leader: keep-alives renew only its clock, so a
+    /// follower forwards it, as etcd does. While there is no leader, or it cannot be reached,
+    /// it is asked again until the request times out. None if the lease is unknown. Learners
+    /// refuse it, as etcd's do.
+    pub async fn lease_time_to_live(
+        &self,
+        id: i64,
+        with_keys: bool,
+    ) -> Result<Option<LeaseTimeToLive>, ServerError> {
+        self.refuse_learner()?;
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let leader = self.raft.leader();
+            let answer = if leader == 0 {
+                Err(ServerError::NoLeader)
+            } else if leader == self.member_id {
+                self.lease_time_to_live_as_leader(id, with_keys)
+            } else {
+                self.transport
+                    .forward_lease_time_to_live(leader, id, with_keys)
+                    .await
+                    .map(|response| {
+                        response.found.then_some(LeaseTimeToLive {
+                            remaining_seconds: response.ttl,
+                            granted_seconds: response.granted_ttl,
+                            keys: response.keys,
+                        })
+                    })
+                    .map_err(|e| {
+                        tracing::debug!(error = %e, "lease time-to-live not answered by the leader");
+                        ServerError::Timeout
+                    })
+            };
+            match answer {
+                Ok(ttl) => return Ok(ttl),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                // Leadership is moving: ask whoever leads next.
+                Err(_) => tokio::time::sleep(LEADER_RETRY_INTERVAL).await,
+            }
+        }
+    }
+
+    /// `LeaseTimeToLive` on the leader, from its own clock.
+    fn lease_time_to_live_as_leader(
+        &self,
+        id: i64,
+        with_keys: bool,
+    ) -> Result<Option<LeaseTimeToLive>, ServerError> {
+        if self.raft.leader() != self.member_id {
+            return Err(ServerError::NotLeader);
+        }
+        Ok(self.lessor.time_to_live(id, with_keys))
     }
 
     /// Waits for a proposal whose outcome comes back under `id`.
@@ -1064,6 +1116,22 @@ impl cairn_transport::LocalMember for PeerFacade {
         self.server()?
             .lease_renew_as_leader(id)
             .map_err(|e| e.to_string())
+    }
+
+    fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<LeaseTimeToLiveResponse, String> {
+        let answer = self
+            .server()?
+            .lease_time_to_live_as_leader(id, keys)
+            .map_err(|e| e.to_string())?;
+        Ok(match answer {
+            Some(ttl) => LeaseTimeToLiveResponse {
+                found: true,
+                ttl: ttl.remaining_seconds,
+                granted_ttl: ttl.granted_seconds,
+                keys: ttl.keys,
+            },
+            None => LeaseTimeToLiveResponse::default(),
+        })
     }
 
     fn learner_in_sync(&self, id: u64) -> Result<bool, String> {

@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use cairn_proto::cairnpb::MembershipResponse;
 use cairn_proto::cairnpb::peer_client::PeerClient;
+use cairn_proto::cairnpb::{LeaseTimeToLiveResponse, MembershipResponse};
 use cairn_raft::{Message, MessageSink, MessageType, RaftNode};
 use tonic::transport::{Channel, Endpoint};
 
@@ -45,6 +45,9 @@ pub trait LocalMember: Send + Sync + 'static {
     /// A keep-alive forwarded by another member; only the leader answers. Some(TTL) if the
     /// lease exists.
     fn lease_renew(&self, id: i64) -> Result<Option<i64>, String>;
+    /// A lease's time to live asked by another member; only the leader answers, from the
+    /// clock keep-alives renew.
+    fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<LeaseTimeToLiveResponse, String>;
     /// Whether learner `id` may be promoted; only the leader answers. Blocking.
     fn learner_in_sync(&self, id: u64) -> Result<bool, String>;
 }
@@ -214,6 +217,19 @@ impl PeerTransport {
         let request = self.request_to_peer(cairn_proto::cairnpb::LeaseRenewRequest { id });
         let response = client.lease_renew(request).await?.into_inner();
         Ok(response.found.then_some(response.ttl))
+    }
+
+    /// Asks `leader` for the time to live of lease `id`, with its keys if `keys`.
+    pub async fn forward_lease_time_to_live(
+        &self,
+        leader: u64,
+        id: i64,
+        keys: bool,
+    ) -> Result<LeaseTimeToLiveResponse, TransportError> {
+        let mut client = self.peer_client(leader)?;
+        let request =
+            self.request_to_peer(cairn_proto::cairnpb::LeaseTimeToLiveRequest { id, keys });
+        Ok(client.lease_time_to_live(request).await?.into_inner())
     }
 
     /// Asks `leader` whether learner `member` is in sync with it.

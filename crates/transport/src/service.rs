@@ -5,7 +5,8 @@ use std::sync::Arc;
 use cairn_proto::cairnpb::peer_server::Peer;
 use cairn_proto::cairnpb::{
     LearnerInSyncRequest, LearnerInSyncResponse, LeaseRenewRequest, LeaseRenewResponse,
-    MembershipRequest, MembershipResponse, RaftAck, RaftBatch, SnapshotAck, SnapshotChunk,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, MembershipRequest, MembershipResponse,
+    RaftAck, RaftBatch, SnapshotAck, SnapshotChunk,
 };
 use cairn_raft::{Message, MessageType};
 use protobuf::Message as _;
@@ -158,6 +159,19 @@ impl Peer for PeerService {
             })),
             Err(e) => Err(Status::unavailable(e)),
         }
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        self.check_sender(&request)?;
+        let request = request.into_inner();
+        self.transport
+            .member
+            .lease_time_to_live(request.id, request.keys)
+            .map(Response::new)
+            .map_err(Status::unavailable)
     }
 
     async fn learner_in_sync(
