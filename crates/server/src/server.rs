@@ -106,6 +106,29 @@ pub struct Server {
     transport: Arc<PeerTransport>,
     strict_reconfig_check: bool,
     election_timeout: Duration,
+    removed: watch::Receiver<bool>,
+}
+
+/// Raised once this member learns it was removed from the cluster: it applied its own removal,
+/// or a peer refused it as removed.
+#[derive(Default)]
+pub(crate) struct RemovedFlag(watch::Sender<bool>);
+
+impl RemovedFlag {
+    /// Raises the flag; the first time, says so in etcd's words.
+    pub(crate) fn raise(&self) {
+        if self
+            .0
+            .send_if_modified(|removed| !std::mem::replace(removed, true))
+        {
+            tracing::error!("the member has been permanently removed from the cluster");
+            tracing::error!("the data-dir used by this member must be removed");
+        }
+    }
+
+    fn subscribe(&self) -> watch::Receiver<bool> {
+        self.0.subscribe()
+    }
 }
 
 impl Server {
@@ -155,9 +178,17 @@ impl Server {
             }
         };
 
+        let removed = Arc::new(RemovedFlag::default());
+        if membership.is_removed(member_id) {
+            // It applied its own removal before it stopped.
+            removed.raise();
+            return Err(ServerError::MemberRemoved);
+        }
         let peer_facade = Arc::new(PeerFacade {
             server: std::sync::OnceLock::new(),
             snap_dir: snap_dir.clone(),
+            membership: membership.clone(),
+            removed: removed.clone(),
         });
         let transport = PeerTransport::new(member_id, cluster_id, peer_facade.clone());
         for member in membership.list() {
@@ -252,6 +283,7 @@ impl Server {
             transport: transport.clone(),
             member_id,
             snap_dir: snap_dir.clone(),
+            removed: removed.clone(),
         };
         std::thread::Builder::new()
             .name("apply".into())
@@ -290,6 +322,7 @@ impl Server {
             transport,
             strict_reconfig_check: config.strict_reconfig_check,
             election_timeout: config.election_timeout,
+            removed: removed.subscribe(),
         });
         let _ = peer_facade.server.set(Arc::downgrade(&server));
         let publish = tokio::spawn(publish_attributes(
@@ -304,9 +337,23 @@ impl Server {
         ));
         // As etcd, clients are served once this member is listed with its client URLs; a
         // member that cannot reach a quorum still serves (serializable reads) after a while,
-        // and keeps trying to publish.
-        let _ = tokio::time::timeout(PUBLISH_WAIT, publish).await;
-        Ok(server)
+        // and keeps trying to publish. A member that learns meanwhile that it was removed will
+        // never be listed.
+        tokio::select! {
+            _ = tokio::time::timeout(PUBLISH_WAIT, publish) => Ok(server),
+            removed = server.removed_from_cluster() => Err(removed),
+        }
+    }
+
+    /// Resolves once this member learns it was removed from the cluster. It must then stop
+    /// for good: its data dir can never rejoin.
+    pub async fn removed_from_cluster(&self) -> ServerError {
+        let mut removed = self.removed.clone();
+        if removed.wait_for(|r| *r).await.is_err() {
+            // The flag lives as long as the server: it can no longer be raised.
+            std::future::pending::<()>().await;
+        }
+        ServerError::MemberRemoved
     }
 
     /// The peer transport, whose service is served on `--listen-peer-urls`.
@@ -679,6 +726,10 @@ impl Server {
         let id = member_id(&peer_urls, &now.to_string());
         if self.membership.get(id).is_some() {
             return Err(ServerError::MemberExists);
+        }
+        if self.membership.is_removed(id) {
+            // etcd's answer to an ID that was removed (`membership: ID removed` inside).
+            return Err(ServerError::MemberNotFound);
         }
         let member = Member {
             id,
@@ -1059,6 +1110,10 @@ fn valid_peer_url(url: &str) -> bool {
 struct PeerFacade {
     server: std::sync::OnceLock<std::sync::Weak<Server>>,
     snap_dir: PathBuf,
+    /// Held directly: removed members are refused from the first peer request on, before
+    /// the server exists.
+    membership: Arc<Membership>,
+    removed: Arc<RemovedFlag>,
 }
 
 /// How long start waits for this member's attributes to be published before serving anyway.
@@ -1132,6 +1187,14 @@ impl cairn_transport::LocalMember for PeerFacade {
             },
             None => LeaseTimeToLiveResponse::default(),
         })
+    }
+
+    fn is_removed(&self, id: u64) -> bool {
+        self.membership.is_removed(id)
+    }
+
+    fn removed_from_cluster(&self) {
+        self.removed.raise();
     }
 
     fn learner_in_sync(&self, id: u64) -> Result<bool, String> {
