@@ -83,8 +83,13 @@ impl Lease for LeaseService {
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let request = request.into_inner();
+        let answer = self
+            .server
+            .lease_time_to_live(request.id, request.keys)
+            .await
+            .map_err(to_status)?;
         let header = Some(self.server.header(self.server.current_revision()));
-        let response = match self.server.lease_time_to_live(request.id, request.keys) {
+        let response = match answer {
             Some(ttl) => LeaseTimeToLiveResponse {
                 header,
                 id: request.id,

@@ -32,6 +32,7 @@ pub fn to_status(error: ServerError) -> Status {
         ServerError::BadMemberUrls => Code::InvalidArgument,
         ServerError::MemberNotFound => Code::NotFound,
         ServerError::NotSupportedForLearner => Code::Unavailable,
+        ServerError::MemberRemoved => Code::FailedPrecondition,
         ServerError::Internal(_) => Code::Unknown,
     };
     Status::new(code, error.to_string())

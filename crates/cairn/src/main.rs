@@ -125,15 +125,21 @@ async fn run(flags: Flags) -> Result<(), String> {
         quota_backend_bytes: flags.quota_backend_bytes(),
     };
     let mut stopped = stop_rx.clone();
-    tokio::select! {
-        served = serve_clients(server.clone(), api, listeners, metrics_listeners, stop_rx) => served.map_err(|e| e.to_string())?,
+    let outcome = tokio::select! {
+        served = serve_clients(server.clone(), api, listeners, metrics_listeners, stop_rx) => served.map_err(|e| e.to_string()),
         // Graceful stop waits for clients to hang up; like etcd, give them a bounded grace.
         _ = async {
             let _ = stopped.wait_for(|s| *s).await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => tracing::info!("clients still connected after the shutdown grace period; closing"),
-    }
+        } => {
+            tracing::info!("clients still connected after the shutdown grace period; closing");
+            Ok(())
+        }
+        // For good: the exit status tells a supervisor not to restart it on this data dir.
+        removed = server.removed_from_cluster() => Err(removed.to_string()),
+    };
     server.persist().map_err(|e| e.to_string())?;
+    outcome?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -29,6 +29,9 @@ const META_TABLE: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const LEASE_TABLE: TableDefinition<i64, (i64, i64)> = TableDefinition::new("lease");
 /// The cluster's members: id -> the server's encoding of the member (opaque here).
 const MEMBERS_TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("members");
+/// The IDs of members removed from the cluster, kept for good (etcd's `members_removed`
+/// bucket): a removed member must never take part again.
+const MEMBERS_REMOVED_TABLE: TableDefinition<u64, ()> = TableDefinition::new("members_removed");
 
 const META_APPLIED_INDEX: &str = "applied_index";
 const META_COMPACTED_REVISION: &str = "compacted_revision";
@@ -164,6 +167,7 @@ fn load(db: &Database) -> Result<(IndexState, LeaseAttachments), MvccError> {
         // Every table exists from here on, so readers need not expect a missing one.
         txn.open_table(LEASE_TABLE).map_err(backend)?;
         txn.open_table(MEMBERS_TABLE).map_err(backend)?;
+        txn.open_table(MEMBERS_REMOVED_TABLE).map_err(backend)?;
         compacted = meta
             .get(META_COMPACTED_REVISION)
             .map_err(backend)?
@@ -288,6 +292,7 @@ impl Store {
             copy_table(&source, &txn, META_TABLE)?;
             copy_table(&source, &txn, LEASE_TABLE)?;
             copy_table(&source, &txn, MEMBERS_TABLE)?;
+            copy_table(&source, &txn, MEMBERS_REMOVED_TABLE)?;
         }
         txn.commit().map_err(backend)?;
         let applied = source
@@ -309,6 +314,17 @@ impl Store {
             members.push((id.value(), value.value().to_vec()));
         }
         Ok(members)
+    }
+
+    /// The IDs of every member ever removed.
+    pub fn removed_members(&self) -> Result<Vec<u64>, MvccError> {
+        let txn = self.db().begin_read().map_err(backend)?;
+        let table = txn.open_table(MEMBERS_REMOVED_TABLE).map_err(backend)?;
+        let mut removed = Vec::new();
+        for entry in table.iter().map_err(backend)? {
+            removed.push(entry.map_err(backend)?.0.value());
+        }
+        Ok(removed)
     }
 
     fn read_state(&self) -> RwLockReadGuard<'_, IndexState> {
@@ -397,6 +413,7 @@ impl Store {
                 kv: txn.open_table(KV_TABLE).map_err(backend)?,
                 leases: txn.open_table(LEASE_TABLE).map_err(backend)?,
                 members: txn.open_table(MEMBERS_TABLE).map_err(backend)?,
+                members_removed: txn.open_table(MEMBERS_REMOVED_TABLE).map_err(backend)?,
                 state: &mut state,
             };
             let r = apply(&mut writer);
@@ -547,6 +564,7 @@ pub struct Writer<'a> {
     kv: redb::Table<'a, u128, &'static [u8]>,
     leases: redb::Table<'a, i64, (i64, i64)>,
     members: redb::Table<'a, u64, &'static [u8]>,
+    members_removed: redb::Table<'a, u64, ()>,
     state: &'a mut IndexState,
 }
 
@@ -561,8 +579,10 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Removes a member for good: its ID is recorded as removed in the same transaction.
     pub fn remove_member(&mut self, id: u64) -> Result<(), MvccError> {
         self.members.remove(id).map_err(backend)?;
+        self.members_removed.insert(id, ()).map_err(backend)?;
         Ok(())
     }
 
@@ -756,6 +776,8 @@ mod tests {
         leader
             .write(7, |w| {
                 w.put_member(9, b"member nine")?;
+                w.put_member(8, b"member eight")?;
+                w.remove_member(8)?;
                 w.txn(|t| t.put(b"leased".to_vec(), b"v".to_vec(), 42))
             })
             .expect("member and leased key");
@@ -782,6 +804,11 @@ mod tests {
         assert_eq!(
             follower.members().expect("members"),
             vec![(9, b"member nine".to_vec())]
+        );
+        assert_eq!(
+            follower.removed_members().expect("removed members"),
+            vec![8],
+            "a removed member stays removed on the member that installs the copy"
         );
     }
 

@@ -24,7 +24,7 @@ use crate::error::storage_error;
 use crate::kv::{AppliedTxn, header};
 use crate::lease::Lessor;
 use crate::membership::{Membership, PeerChange};
-use crate::server::incoming_backend;
+use crate::server::{RemovedFlag, incoming_backend};
 use crate::watch::WatchHub;
 use crate::{ServerError, kv};
 
@@ -133,6 +133,7 @@ pub struct ApplyLoop {
     pub member_id: u64,
     /// Where the transport leaves backends received from the leader.
     pub snap_dir: PathBuf,
+    pub removed: Arc<RemovedFlag>,
 }
 
 /// Applies one request. A request-level error leaves the store untouched (every check runs
@@ -353,14 +354,8 @@ impl ApplyLoop {
                     tracing::warn!(member = format_args!("{id:x}"), error = %e, "cannot reach member");
                 }
             }
-            PeerChange::Removed(id) if id == self.member_id => {
-                // As etcd: a removed member stops; its data dir cannot rejoin.
-                tracing::warn!(
-                    "this member has been permanently removed from the cluster; exiting"
-                );
-                let _ = self.store.persist();
-                std::process::exit(0);
-            }
+            // As etcd: a removed member stops; its data dir cannot rejoin.
+            PeerChange::Removed(id) if id == self.member_id => self.removed.raise(),
             PeerChange::Removed(id) => self.transport.remove_peer(id),
         }
     }

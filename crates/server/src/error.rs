@@ -56,6 +56,12 @@ pub enum ServerError {
     LearnerNotReady,
     #[error("etcdserver: too many learner members in cluster")]
     TooManyLearners,
+    /// Never sent to a client: why this member stops, worded as etcd logs it.
+    #[error(
+        "the member has been permanently removed from the cluster; \
+         the data-dir used by this member must be removed"
+    )]
+    MemberRemoved,
     #[error("etcdserver: not leader")]
     NotLeader,
     #[error("etcdserver: bad leader transferee")]

@@ -1,8 +1,9 @@
 //! The cluster's members as the state machine records them: raft's membership changes and
 //! each member's published attributes, applied from the log into the backend's members
-//! table, and the rules etcd checks before proposing a change.
+//! table, and the rules etcd checks before proposing a change. Removed members are kept by ID
+//! for good, as etcd keeps them, so that their traffic can be refused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::RwLock;
 
 use cairn_mvcc::{Store, Writer};
@@ -18,6 +19,7 @@ const LEARNERS_MAX: usize = 1;
 #[derive(Default)]
 pub struct Membership {
     members: RwLock<BTreeMap<u64, Member>>,
+    removed: RwLock<BTreeSet<u64>>,
 }
 
 fn decode_member(id: u64, bytes: &[u8]) -> Result<Member, ServerError> {
@@ -40,8 +42,14 @@ impl Membership {
             .into_iter()
             .map(|(id, bytes)| Ok((id, decode_member(id, &bytes)?)))
             .collect::<Result<_, ServerError>>()?;
+        let removed = store
+            .removed_members()
+            .map_err(|e| ServerError::Internal(format!("cannot read removed members: {e}")))?
+            .into_iter()
+            .collect();
         Ok(Membership {
             members: RwLock::new(members),
+            removed: RwLock::new(removed),
         })
     }
 
@@ -65,10 +73,23 @@ impl Membership {
         self.read().get(&id).cloned()
     }
 
+    /// Whether `id` was removed from the cluster: it can never be a member again.
+    pub fn is_removed(&self, id: u64) -> bool {
+        self.removed
+            .read()
+            .expect("the removed members lock is never held across a panic")
+            .contains(&id)
+    }
+
     /// Replaces every member, after a snapshot install reloaded the store.
     pub fn reload(&self, store: &Store) -> Result<(), ServerError> {
         let loaded = Membership::load(store)?;
         *self.write() = loaded.members.into_inner().expect("fresh lock");
+        *self
+            .removed
+            .write()
+            .expect("the removed members lock is never held across a panic") =
+            loaded.removed.into_inner().expect("fresh lock");
         Ok(())
     }
 
@@ -98,6 +119,10 @@ impl Membership {
             MembershipChange::Remove => {
                 w.remove_member(change.member)?;
                 self.write().remove(&change.member);
+                self.removed
+                    .write()
+                    .expect("the removed members lock is never held across a panic")
+                    .insert(change.member);
                 Ok(PeerChange::Removed(change.member))
             }
             MembershipChange::AddVoter | MembershipChange::AddLearner => {
@@ -183,5 +208,50 @@ impl Membership {
             return Err(ServerError::NotEnoughStartedMembers);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(change: MembershipChange, member: u64) -> CommittedMembershipChange {
+        CommittedMembershipChange {
+            change,
+            member,
+            context: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_removed_member_stays_removed_across_a_restart() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("db");
+        {
+            let (store, _) = Store::open(&path).expect("open store");
+            let membership = Membership::load(&store).expect("load");
+            store
+                .write(1, |w| {
+                    membership.apply_change(w, &change(MembershipChange::AddVoter, 5), None)?;
+                    membership.apply_change(w, &change(MembershipChange::AddVoter, 6), None)
+                })
+                .expect("add members");
+            let removed = store
+                .write(2, |w| {
+                    membership.apply_change(w, &change(MembershipChange::Remove, 5), None)
+                })
+                .expect("remove a member");
+            assert_eq!(removed, PeerChange::Removed(5));
+            assert!(membership.is_removed(5) && !membership.is_removed(6));
+            store.persist().expect("persist");
+        }
+        let (store, _) = Store::open(&path).expect("reopen store");
+        let membership = Membership::load(&store).expect("load");
+        assert!(
+            membership.is_removed(5),
+            "the removal is kept in the backend"
+        );
+        assert!(membership.get(5).is_none());
+        assert!(!membership.is_removed(6) && membership.get(6).is_some());
     }
 }

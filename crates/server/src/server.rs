@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cairn_mvcc::Store;
 use cairn_proto::cairnpb::{InternalRequest, internal_request};
-use cairn_proto::cairnpb::{MemberChange, MembershipResponse};
+use cairn_proto::cairnpb::{LeaseTimeToLiveResponse, MemberChange, MembershipResponse};
 use cairn_proto::etcdserverpb::Member;
 use cairn_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
@@ -35,6 +35,8 @@ pub const ETCD_VERSION: &str = "3.5.0";
 
 /// How long a request may wait for consensus before `etcdserver: request timed out`.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
+/// How long a request that must reach the leader waits before asking again.
+const LEADER_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 /// Proposals and reads queued for the Ready loop before callers get `too many requests`.
 const QUEUED_REQUESTS_MAX: usize = 16 * 1024;
 
@@ -104,6 +106,29 @@ pub struct Server {
     transport: Arc<PeerTransport>,
     strict_reconfig_check: bool,
     election_timeout: Duration,
+    removed: watch::Receiver<bool>,
+}
+
+/// Raised once this member learns it was removed from the cluster: it applied its own removal,
+/// or a peer refused it as removed.
+#[derive(Default)]
+pub(crate) struct RemovedFlag(watch::Sender<bool>);
+
+impl RemovedFlag {
+    /// Raises the flag; the first time, says so in etcd's words.
+    pub(crate) fn raise(&self) {
+        if self
+            .0
+            .send_if_modified(|removed| !std::mem::replace(removed, true))
+        {
+            tracing::error!("the member has been permanently removed from the cluster");
+            tracing::error!("the data-dir used by this member must be removed");
+        }
+    }
+
+    fn subscribe(&self) -> watch::Receiver<bool> {
+        self.0.subscribe()
+    }
 }
 
 impl Server {
@@ -153,9 +178,17 @@ impl Server {
             }
         };
 
+        let removed = Arc::new(RemovedFlag::default());
+        if membership.is_removed(member_id) {
+            // It applied its own removal before it stopped.
+            removed.raise();
+            return Err(ServerError::MemberRemoved);
+        }
         let peer_facade = Arc::new(PeerFacade {
             server: std::sync::OnceLock::new(),
             snap_dir: snap_dir.clone(),
+            membership: membership.clone(),
+            removed: removed.clone(),
         });
         let transport = PeerTransport::new(member_id, cluster_id, peer_facade.clone());
         for member in membership.list() {
@@ -250,6 +283,7 @@ impl Server {
             transport: transport.clone(),
             member_id,
             snap_dir: snap_dir.clone(),
+            removed: removed.clone(),
         };
         std::thread::Builder::new()
             .name("apply".into())
@@ -288,6 +322,7 @@ impl Server {
             transport,
             strict_reconfig_check: config.strict_reconfig_check,
             election_timeout: config.election_timeout,
+            removed: removed.subscribe(),
         });
         let _ = peer_facade.server.set(Arc::downgrade(&server));
         let publish = tokio::spawn(publish_attributes(
@@ -302,9 +337,23 @@ impl Server {
         ));
         // As etcd, clients are served once this member is listed with its client URLs; a
         // member that cannot reach a quorum still serves (serializable reads) after a while,
-        // and keeps trying to publish.
-        let _ = tokio::time::timeout(PUBLISH_WAIT, publish).await;
-        Ok(server)
+        // and keeps trying to publish. A member that learns meanwhile that it was removed will
+        // never be listed.
+        tokio::select! {
+            _ = tokio::time::timeout(PUBLISH_WAIT, publish) => Ok(server),
+            removed = server.removed_from_cluster() => Err(removed),
+        }
+    }
+
+    /// Resolves once this member learns it was removed from the cluster. It must then stop
+    /// for good: its data dir can never rejoin.
+    pub async fn removed_from_cluster(&self) -> ServerError {
+        let mut removed = self.removed.clone();
+        if removed.wait_for(|r| *r).await.is_err() {
+            // The flag lives as long as the server: it can no longer be raised.
+            std::future::pending::<()>().await;
+        }
+        ServerError::MemberRemoved
     }
 
     /// The peer transport, whose service is served on `--listen-peer-urls`.
@@ -561,8 +610,58 @@ impl Server {
         Ok(Some(ttl))
     }
 
-    pub fn lease_time_to_live(&self, id: i64, with_keys: bool) -> Option<LeaseTimeToLive> {
-        self.lessor.time_to_live(id, with_keys)
+    /// `LeaseTimeToLive`, answered by the leader: keep-alives renew only its clock, so a
+    /// follower forwards it, as etcd does. While there is no leader, or it cannot be reached,
+    /// it is asked again until the request times out. None if the lease is unknown. Learners
+    /// refuse it, as etcd's do.
+    pub async fn lease_time_to_live(
+        &self,
+        id: i64,
+        with_keys: bool,
+    ) -> Result<Option<LeaseTimeToLive>, ServerError> {
+        self.refuse_learner()?;
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let leader = self.raft.leader();
+            let answer = if leader == 0 {
+                Err(ServerError::NoLeader)
+            } else if leader == self.member_id {
+                self.lease_time_to_live_as_leader(id, with_keys)
+            } else {
+                self.transport
+                    .forward_lease_time_to_live(leader, id, with_keys)
+                    .await
+                    .map(|response| {
+                        response.found.then_some(LeaseTimeToLive {
+                            remaining_seconds: response.ttl,
+                            granted_seconds: response.granted_ttl,
+                            keys: response.keys,
+                        })
+                    })
+                    .map_err(|e| {
+                        tracing::debug!(error = %e, "lease time-to-live not answered by the leader");
+                        ServerError::Timeout
+                    })
+            };
+            match answer {
+                Ok(ttl) => return Ok(ttl),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                // Leadership is moving: ask whoever leads next.
+                Err(_) => tokio::time::sleep(LEADER_RETRY_INTERVAL).await,
+            }
+        }
+    }
+
+    /// `LeaseTimeToLive` on the leader, from its own clock.
+    fn lease_time_to_live_as_leader(
+        &self,
+        id: i64,
+        with_keys: bool,
+    ) -> Result<Option<LeaseTimeToLive>, ServerError> {
+        if self.raft.leader() != self.member_id {
+            return Err(ServerError::NotLeader);
+        }
+        Ok(self.lessor.time_to_live(id, with_keys))
     }
 
     /// Waits for a proposal whose outcome comes back under `id`.
@@ -632,6 +731,10 @@ impl Server {
         let id = member_id(&peer_urls, &now.to_string());
         if self.membership.get(id).is_some() {
             return Err(ServerError::MemberExists);
+        }
+        if self.membership.is_removed(id) {
+            // etcd's answer to an ID that was removed (`membership: ID removed` inside).
+            return Err(ServerError::MemberNotFound);
         }
         let member = Member {
             id,
@@ -1012,6 +1115,10 @@ fn valid_peer_url(url: &str) -> bool {
 struct PeerFacade {
     server: std::sync::OnceLock<std::sync::Weak<Server>>,
     snap_dir: PathBuf,
+    /// Held directly: removed members are refused from the first peer request on, before
+    /// the server exists.
+    membership: Arc<Membership>,
+    removed: Arc<RemovedFlag>,
 }
 
 /// How long start waits for this member's attributes to be published before serving anyway.
@@ -1069,6 +1176,30 @@ impl cairn_transport::LocalMember for PeerFacade {
         self.server()?
             .lease_renew_as_leader(id)
             .map_err(|e| e.to_string())
+    }
+
+    fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<LeaseTimeToLiveResponse, String> {
+        let answer = self
+            .server()?
+            .lease_time_to_live_as_leader(id, keys)
+            .map_err(|e| e.to_string())?;
+        Ok(match answer {
+            Some(ttl) => LeaseTimeToLiveResponse {
+                found: true,
+                ttl: ttl.remaining_seconds,
+                granted_ttl: ttl.granted_seconds,
+                keys: ttl.keys,
+            },
+            None => LeaseTimeToLiveResponse::default(),
+        })
+    }
+
+    fn is_removed(&self, id: u64) -> bool {
+        self.membership.is_removed(id)
+    }
+
+    fn removed_from_cluster(&self) {
+        self.removed.raise();
     }
 
     fn learner_in_sync(&self, id: u64) -> Result<bool, String> {

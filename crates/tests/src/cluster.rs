@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command, ExitStatus, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -664,6 +664,40 @@ impl Cluster {
             );
         }
         self.event(format!("{} is healthy", self.members[index].name));
+    }
+
+    /// Starts member `index`, which is expected to stop by itself (a removed member on its
+    /// old data dir), and waits until it exits; panics if it still runs after `timeout`.
+    /// Returns its exit status and what it wrote. The member keeps its state (e.g. Removed).
+    pub fn run_until_exit(&mut self, index: usize, timeout: Duration) -> (ExitStatus, String) {
+        let state = self.members[index].state;
+        let log_start = self.spawn(index);
+        self.event(format!(
+            "starting {}, expecting it to exit",
+            self.members[index].name
+        ));
+        let deadline = Instant::now() + timeout;
+        loop {
+            let member = &mut self.members[index];
+            let child = member.child.as_mut().expect("member was spawned");
+            if let Some(status) = child.try_wait().expect("poll a member process") {
+                member.child = None;
+                member.state = state;
+                self.lock_pids()[index] = None;
+                self.event(format!("{} exited ({status})", self.members[index].name));
+                let log = read_log_from(&self.members[index].log_path, log_start);
+                return (status, log);
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{:?} member {} still runs {timeout:?} after it was started; its output:\n{}",
+                    self.options.target,
+                    member.name,
+                    read_log_from(&member.log_path, log_start)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// SIGSTOP member `index`.

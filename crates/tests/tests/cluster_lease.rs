@@ -1,14 +1,19 @@
-//! Leases across a leader failover. A client keeps one lease alive through a follower (which
-//! must pass keep-alives on to the leader) past its TTL, and lets another run out; then the
-//! leader is killed with `kill -9`. The new leader takes over expiry: the lease kept alive
-//! must outlive several more TTLs, with its key, and the other must be revoked, with its key
+//! Leases in a cluster, where the leader alone keeps their clocks.
+//!
+//! Across a leader failover: a client keeps one lease alive through a follower (which must
+//! pass keep-alives on to the leader) past its TTL, and lets another run out; then the leader
+//! is killed with `kill -9`. The new leader takes over expiry: the lease kept alive must
+//! outlive several more TTLs, with its key, and the other must be revoked, with its key
 //! deleted.
+//!
+//! Time-to-live asked of a follower: the follower must ask the leader, as etcd's does, since
+//! keep-alives renew only the leader's clock.
 
 use std::time::{Duration, Instant};
 
 use cairn_tests::cluster::{Cluster, ClusterOptions};
 use cairn_tests::workload::{client_runtime, connect_with_retry};
-use etcd_client::{Client, PutOptions};
+use etcd_client::{Client, LeaseTimeToLiveOptions, PutOptions};
 
 const TTL_SECONDS: i64 = 4;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -20,6 +25,12 @@ const KEPT_FOR: Duration = Duration::from_secs(3 * TTL_SECONDS as u64);
 const CLIENT_RECONNECT_PAUSE: Duration = Duration::from_millis(1500);
 const KEPT_KEY: &str = "lease/kept";
 const EXPIRING_KEY: &str = "lease/expiring";
+/// The lease whose time to live a follower is asked.
+const ASKED_TTL_SECONDS: i64 = 20;
+/// How long that lease runs down before the leader renews it: half its TTL, which is the
+/// margin between a follower's own clock and the leader's renewed one.
+const RUN_DOWN: Duration = Duration::from_secs(ASKED_TTL_SECONDS as u64 / 2);
+const ASKED_KEY: &str = "lease/asked";
 
 /// Sends one keep-alive for `lease` and waits for its answer; a new stream each time, so a
 /// stream broken by the failover does not end the keeping.
@@ -122,5 +133,80 @@ fn a_lease_kept_alive_through_a_follower_outlives_a_leader_failover_and_others_e
             .expect("time to live of the revoked lease")
             .ttl();
         assert_eq!(expired_ttl, -1, "a revoked lease reports TTL -1");
+    });
+}
+
+#[test]
+fn time_to_live_asked_of_a_follower_is_the_leaders_renewed_ttl() {
+    let cluster = Cluster::start(ClusterOptions::default());
+    let runtime = client_runtime();
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let follower = cluster.follower_of(leader);
+    let (leader_url, follower_url) = (cluster.member(leader).url(), cluster.member(follower).url());
+
+    runtime.block_on(async {
+        let mut at_leader = connect_with_retry(&leader_url, REQUEST_TIMEOUT).await;
+        let mut at_follower = connect_with_retry(&follower_url, REQUEST_TIMEOUT).await;
+        let lease = at_leader
+            .lease_grant(ASKED_TTL_SECONDS, None)
+            .await
+            .expect("grant")
+            .id();
+        at_leader
+            .put(ASKED_KEY, "v", Some(PutOptions::new().with_lease(lease)))
+            .await
+            .expect("put with the lease");
+        // The follower lists leases from its own state: once it lists this one it has applied
+        // the grant, so a clock of its own would have started by now.
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let leases = at_follower.leases().await.expect("leases at the follower");
+            if leases.leases().iter().any(|l| l.id() == lease) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the follower never listed the lease"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(RUN_DOWN).await;
+        let renewed = keep_alive_once(&mut at_leader, lease)
+            .await
+            .expect("keep-alive at the leader");
+        assert_eq!(
+            renewed, ASKED_TTL_SECONDS,
+            "a keep-alive renews the full TTL"
+        );
+
+        let asked = at_follower
+            .lease_time_to_live(lease, Some(LeaseTimeToLiveOptions::new().with_keys()))
+            .await
+            .expect("time to live asked of a follower");
+        // A follower's own clock would say at most TTL - RUN_DOWN by now; the leader's was
+        // just renewed to the full TTL.
+        let run_down_seconds = RUN_DOWN.as_secs() as i64;
+        assert!(
+            asked.ttl() > ASKED_TTL_SECONDS - run_down_seconds,
+            "the follower answered TTL {} for a lease the leader renewed to {ASKED_TTL_SECONDS} \
+             after it ran {run_down_seconds} s: not the leader's clock",
+            asked.ttl()
+        );
+        assert_eq!(asked.granted_ttl(), ASKED_TTL_SECONDS);
+        assert_eq!(asked.keys(), [ASKED_KEY.as_bytes().to_vec()]);
+
+        at_leader.lease_revoke(lease).await.expect("revoke");
+        let revoked = at_follower
+            .lease_time_to_live(lease, None)
+            .await
+            .expect("time to live of a revoked lease, asked of a follower");
+        assert_eq!(revoked.ttl(), -1, "a revoked lease reports TTL -1");
+        assert_eq!(revoked.granted_ttl(), 0);
+        let never_granted = at_follower
+            .lease_time_to_live(lease + 1, Some(LeaseTimeToLiveOptions::new().with_keys()))
+            .await
+            .expect("time to live of an unknown lease, asked of a follower");
+        assert_eq!(never_granted.ttl(), -1, "an unknown lease reports TTL -1");
+        assert!(never_granted.keys().is_empty());
     });
 }

@@ -7,6 +7,10 @@
 //! cannot be delivered is dropped and raft is told the peer is unreachable, so raft's own
 //! retries take over. It knows raft messages but not what they carry: it must never depend
 //! on cairn-mvcc, cairn-server or cairn-api (the server plugs in through `LocalMember`).
+//!
+//! A member removed from the cluster is refused, whatever it sends, with a status only that
+//! refusal carries (etcd answers 410 Gone); a member refused so learns it was removed, and is
+//! told through `LocalMember::removed_from_cluster`.
 
 mod peer;
 mod service;
@@ -16,8 +20,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use cairn_proto::cairnpb::MembershipResponse;
 use cairn_proto::cairnpb::peer_client::PeerClient;
+use cairn_proto::cairnpb::{LeaseTimeToLiveResponse, MembershipResponse};
 use cairn_raft::{Message, MessageSink, MessageType, RaftNode};
 use tonic::transport::{Channel, Endpoint};
 
@@ -27,6 +31,9 @@ use service::PeerService;
 pub const CLUSTER_ID_HEADER: &str = "cairn-cluster-id";
 /// The metadata key carrying the sender's member ID, in hex.
 pub const FROM_HEADER: &str = "cairn-from";
+/// The metadata key that marks a refusal of a removed member, so that the sender can tell it
+/// from any other failure (a status code alone could also come from a proxy or a library).
+const REMOVED_HEADER: &str = "cairn-member-removed";
 
 /// Largest peer message accepted: a batch of raft entries up to raft's 1 MiB per message,
 /// many messages at once.
@@ -45,8 +52,31 @@ pub trait LocalMember: Send + Sync + 'static {
     /// A keep-alive forwarded by another member; only the leader answers. Some(TTL) if the
     /// lease exists.
     fn lease_renew(&self, id: i64) -> Result<Option<i64>, String>;
+    /// A lease's time to live asked by another member; only the leader answers, from the
+    /// clock keep-alives renew.
+    fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<LeaseTimeToLiveResponse, String>;
     /// Whether learner `id` may be promoted; only the leader answers. Blocking.
     fn learner_in_sync(&self, id: u64) -> Result<bool, String>;
+    /// Whether member `id` was removed from the cluster: its peer traffic is refused.
+    fn is_removed(&self, id: u64) -> bool;
+    /// A peer refused this member as removed from the cluster: it must stop for good.
+    fn removed_from_cluster(&self);
+}
+
+/// The refusal of removed member `id`.
+fn removed_status(id: u64) -> tonic::Status {
+    let mut status = tonic::Status::permission_denied(format!(
+        "member {id:x} has been permanently removed from the cluster"
+    ));
+    status.metadata_mut().insert(
+        REMOVED_HEADER,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    status
+}
+
+fn is_removed_status(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::PermissionDenied && status.metadata().contains_key(REMOVED_HEADER)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +89,8 @@ pub enum TransportError {
     Rpc(#[from] tonic::Status),
     #[error("no peer answered: {0}")]
     Unreachable(String),
+    #[error("the member has been permanently removed from the cluster")]
+    Removed,
 }
 
 struct Peer {
@@ -212,8 +244,29 @@ impl PeerTransport {
     ) -> Result<Option<i64>, TransportError> {
         let mut client = self.peer_client(leader)?;
         let request = self.request_to_peer(cairn_proto::cairnpb::LeaseRenewRequest { id });
-        let response = client.lease_renew(request).await?.into_inner();
+        let response = client
+            .lease_renew(request)
+            .await
+            .map_err(|s| self.refusal(s))?
+            .into_inner();
         Ok(response.found.then_some(response.ttl))
+    }
+
+    /// Asks `leader` for the time to live of lease `id`, with its keys if `keys`.
+    pub async fn forward_lease_time_to_live(
+        &self,
+        leader: u64,
+        id: i64,
+        keys: bool,
+    ) -> Result<LeaseTimeToLiveResponse, TransportError> {
+        let mut client = self.peer_client(leader)?;
+        let request =
+            self.request_to_peer(cairn_proto::cairnpb::LeaseTimeToLiveRequest { id, keys });
+        Ok(client
+            .lease_time_to_live(request)
+            .await
+            .map_err(|s| self.refusal(s))?
+            .into_inner())
     }
 
     /// Asks `leader` whether learner `member` is in sync with it.
@@ -224,7 +277,21 @@ impl PeerTransport {
     ) -> Result<bool, TransportError> {
         let mut client = self.peer_client(leader)?;
         let request = self.request_to_peer(cairn_proto::cairnpb::LearnerInSyncRequest { member });
-        Ok(client.learner_in_sync(request).await?.into_inner().in_sync)
+        Ok(client
+            .learner_in_sync(request)
+            .await
+            .map_err(|s| self.refusal(s))?
+            .into_inner()
+            .in_sync)
+    }
+
+    /// What a peer's error status means; a refusal as removed is passed on to the member.
+    fn refusal(&self, status: tonic::Status) -> TransportError {
+        if is_removed_status(&status) {
+            self.member.removed_from_cluster();
+            return TransportError::Removed;
+        }
+        TransportError::Rpc(status)
     }
 
     /// A request to a peer, marked with this member's cluster and ID.
@@ -294,5 +361,101 @@ impl MessageSink for PeerTransport {
                 node.report_unreachable(to);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    const CLUSTER: u64 = 0xc1;
+    const SERVING: u64 = 1;
+    const REMOVED: u64 = 7;
+    const MEMBER: u64 = 8;
+
+    /// A member that knows no leases and counts `REMOVED` as removed.
+    #[derive(Default)]
+    struct FakeMember {
+        told_removed: AtomicBool,
+    }
+
+    impl LocalMember for FakeMember {
+        fn export_backend(&self, _index: u64) -> Result<PathBuf, String> {
+            Err("no backend".into())
+        }
+        fn incoming_backend_path(&self, index: u64) -> PathBuf {
+            PathBuf::from(format!("unused-{index}"))
+        }
+        fn membership(&self) -> MembershipResponse {
+            MembershipResponse::default()
+        }
+        fn lease_renew(&self, _id: i64) -> Result<Option<i64>, String> {
+            Ok(None)
+        }
+        fn lease_time_to_live(
+            &self,
+            _id: i64,
+            _keys: bool,
+        ) -> Result<LeaseTimeToLiveResponse, String> {
+            Ok(LeaseTimeToLiveResponse::default())
+        }
+        fn learner_in_sync(&self, _id: u64) -> Result<bool, String> {
+            Ok(false)
+        }
+        fn is_removed(&self, id: u64) -> bool {
+            id == REMOVED
+        }
+        fn removed_from_cluster(&self) {
+            self.told_removed.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A transport for member `id` that knows the serving member at `url`.
+    fn sender(id: u64, url: &str) -> (Arc<FakeMember>, Arc<PeerTransport>) {
+        let member = Arc::new(FakeMember::default());
+        let transport = PeerTransport::new(id, CLUSTER, member.clone());
+        transport
+            .set_peer(SERVING, vec![url.to_owned()])
+            .expect("valid peer URL");
+        (member, transport)
+    }
+
+    #[tokio::test]
+    async fn a_removed_member_is_refused_and_told_so_by_its_raft_stream() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a local port");
+        let url = format!("http://{}", listener.local_addr().expect("local address"));
+        let serving = PeerTransport::new(SERVING, CLUSTER, Arc::new(FakeMember::default()));
+        serving.serve(vec![listener]);
+
+        let (member, removed) = sender(REMOVED, &url);
+        assert!(matches!(
+            removed.forward_lease_renew(SERVING, 5).await,
+            Err(TransportError::Removed)
+        ));
+        assert!(member.told_removed.load(Ordering::SeqCst));
+
+        // The raft stream, dialled by set_peer with nothing to send, is refused on its own.
+        let (member, _removed) = sender(REMOVED, &url);
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while !member.told_removed.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the raft stream of a removed member is refused");
+
+        let (member, other) = sender(MEMBER, &url);
+        assert_eq!(
+            other
+                .forward_lease_renew(SERVING, 5)
+                .await
+                .expect("a member that was not removed is answered"),
+            None
+        );
+        assert!(!member.told_removed.load(Ordering::SeqCst));
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use crate::{CLUSTER_ID_HEADER, FROM_HEADER, LocalMember, PeerTransport};
+use crate::{CLUSTER_ID_HEADER, FROM_HEADER, LocalMember, PeerTransport, is_removed_status};
 
 /// Messages queued for one peer; beyond this they are dropped and raft resends.
 pub(crate) const OUTBOX_MESSAGES_MAX: usize = 4096;
@@ -89,7 +89,12 @@ pub(crate) async fn run_stream(
         };
         let error = match ended {
             Some(Ok(_)) => "stream closed by the peer".to_owned(),
-            Some(Err(status)) => status.message().to_owned(),
+            Some(Err(status)) => {
+                if is_removed_status(&status) {
+                    transport.member.removed_from_cluster();
+                }
+                status.message().to_owned()
+            }
             None => "stream closed".to_owned(),
         };
         if error != last_error {
@@ -186,7 +191,12 @@ async fn stream_snapshot(
         drop(chunks);
         call.await
             .map_err(|e| format!("snapshot call panicked: {e}"))?
-            .map_err(|status| status.message().to_owned())?;
+            .map_err(|status| {
+                if is_removed_status(&status) {
+                    member.removed_from_cluster();
+                }
+                status.message().to_owned()
+            })?;
         Ok(total)
     }
     .await;

@@ -5,14 +5,15 @@ use std::sync::Arc;
 use cairn_proto::cairnpb::peer_server::Peer;
 use cairn_proto::cairnpb::{
     LearnerInSyncRequest, LearnerInSyncResponse, LeaseRenewRequest, LeaseRenewResponse,
-    MembershipRequest, MembershipResponse, RaftAck, RaftBatch, SnapshotAck, SnapshotChunk,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, MembershipRequest, MembershipResponse,
+    RaftAck, RaftBatch, SnapshotAck, SnapshotChunk,
 };
 use cairn_raft::{Message, MessageType};
 use protobuf::Message as _;
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{CLUSTER_ID_HEADER, FROM_HEADER, PeerTransport};
+use crate::{CLUSTER_ID_HEADER, FROM_HEADER, PeerTransport, removed_status};
 
 pub struct PeerService {
     transport: Arc<PeerTransport>,
@@ -29,8 +30,9 @@ impl PeerService {
     }
 
     /// Refuses a sender from another cluster, as etcd does, so that a member started with the
-    /// wrong token or data dir cannot disturb this one.
-    fn check_sender<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    /// wrong token or data dir cannot disturb this one, and a member removed from this one.
+    /// Returns the sender's ID.
+    fn check_sender<T>(&self, request: &Request<T>) -> Result<u64, Status> {
         let header = |key: &str| {
             request
                 .metadata()
@@ -39,10 +41,11 @@ impl PeerService {
                 .and_then(|v| u64::from_str_radix(v, 16).ok())
         };
         let local = self.transport.cluster_id;
+        let from =
+            header(FROM_HEADER).ok_or_else(|| Status::invalid_argument("missing sender ID"))?;
         match header(CLUSTER_ID_HEADER) {
-            Some(remote) if remote == local => Ok(()),
+            Some(remote) if remote == local => self.check_not_removed(from).map(|()| from),
             Some(remote) => {
-                let from = header(FROM_HEADER).unwrap_or(0);
                 tracing::warn!(
                     from = format_args!("{from:x}"),
                     remote_cluster_id = format_args!("{remote:x}"),
@@ -55,6 +58,17 @@ impl PeerService {
             }
             None => Err(Status::invalid_argument("missing cluster ID")),
         }
+    }
+
+    fn check_not_removed(&self, from: u64) -> Result<(), Status> {
+        if self.transport.member.is_removed(from) {
+            tracing::warn!(
+                from = format_args!("{from:x}"),
+                "refused a member removed from the cluster"
+            );
+            return Err(removed_status(from));
+        }
+        Ok(())
     }
 
     fn node(&self) -> Result<&cairn_raft::RaftNode, Status> {
@@ -75,10 +89,12 @@ impl Peer for PeerService {
         &self,
         request: Request<Streaming<RaftBatch>>,
     ) -> Result<Response<RaftAck>, Status> {
-        self.check_sender(&request)?;
+        let from = self.check_sender(&request)?;
         let node = self.node()?.clone();
         let mut stream = request.into_inner();
         while let Some(batch) = stream.message().await? {
+            // Removed while its stream was open: it learns only when it is refused.
+            self.check_not_removed(from)?;
             for bytes in batch.messages {
                 let message = decode(&bytes)?;
                 if message.get_msg_type() == MessageType::MsgSnapshot {
@@ -158,6 +174,19 @@ impl Peer for PeerService {
             })),
             Err(e) => Err(Status::unavailable(e)),
         }
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        self.check_sender(&request)?;
+        let request = request.into_inner();
+        self.transport
+            .member
+            .lease_time_to_live(request.id, request.keys)
+            .map(Response::new)
+            .map_err(Status::unavailable)
     }
 
     async fn learner_in_sync(
