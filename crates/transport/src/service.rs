@@ -50,7 +50,7 @@ impl PeerService {
                     from = format_args!("{from:x}"),
                     remote_cluster_id = format_args!("{remote:x}"),
                     local_cluster_id = format_args!("{local:x}"),
-                    "refused a peer from another cluster"
+                    "request cluster ID mismatch: refused a peer from another cluster"
                 );
                 Err(Status::failed_precondition(format!(
                     "cluster ID mismatch: this member is in cluster {local:x}, the sender in {remote:x}"
