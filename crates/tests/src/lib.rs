@@ -664,6 +664,28 @@ pub fn normalise_durations(line: &str) -> String {
     squeezed
 }
 
+/// The first event on a watch stream, skipping responses without one (the creation, progress
+/// notifications); panics if none arrives within `timeout` or the stream ends.
+pub async fn first_watch_event(
+    stream: &mut etcd_client::WatchStream,
+    timeout: Duration,
+) -> etcd_client::Event {
+    let event = tokio::time::timeout(timeout, async {
+        loop {
+            let response = stream
+                .message()
+                .await
+                .expect("watch stream")
+                .expect("open stream");
+            if let Some(event) = response.events().first() {
+                return event.clone();
+            }
+        }
+    })
+    .await;
+    event.unwrap_or_else(|_| panic!("no watch event within {timeout:?}"))
+}
+
 /// Standard base64 with padding, as Go's encoding/json prints `[]byte` (etcdctl `-w json`).
 pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use cairn_tests::cluster::{Cluster, ClusterOptions};
+use cairn_tests::first_watch_event;
 use cairn_tests::workload::client_runtime;
 use etcd_client::{Client, ConnectOptions, EventType, WatchStream};
 
@@ -101,7 +102,7 @@ fn member_without_quorum_refuses_requests_that_require_a_leader(lone: Lone) {
             .await
         })
         .await;
-        let event = first_event(&mut stream).await;
+        let event = first_watch_event(&mut stream, REFUSAL_TIMEOUT).await;
         assert_eq!(event.event_type(), EventType::Put);
         assert_eq!(event.kv().expect("kv").mod_revision(), revision);
     });
@@ -188,23 +189,6 @@ async fn watch_end(stream: &mut WatchStream) -> Result<(), etcd_client::Error> {
     })
     .await;
     ended.unwrap_or_else(|_| panic!("the watch was not ended within {REFUSAL_TIMEOUT:?}"))
-}
-
-async fn first_event(stream: &mut WatchStream) -> etcd_client::Event {
-    let event = tokio::time::timeout(REFUSAL_TIMEOUT, async {
-        loop {
-            let response = stream
-                .message()
-                .await
-                .expect("watch stream")
-                .expect("open stream");
-            if let Some(event) = response.events().first() {
-                return event.clone();
-            }
-        }
-    })
-    .await;
-    event.expect("the put's event arrives")
 }
 
 /// `result` is etcd's refusal for want of a leader: Unavailable, `etcdserver: no leader`.

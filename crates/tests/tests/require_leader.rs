@@ -3,7 +3,7 @@
 //! service. The refusal while leaderless needs a member without a leader: see
 //! cluster_require_leader.rs.
 
-use cairn_tests::Server;
+use cairn_tests::{Server, first_watch_event};
 use etcd_client::{Client, ConnectOptions, EventType};
 
 #[tokio::test]
@@ -29,20 +29,7 @@ async fn requests_that_require_a_leader_are_served_by_every_service() {
     let status = client.status().await.expect("status");
     assert!(status.raft_term() >= 1);
 
-    let event = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        loop {
-            let response = stream
-                .message()
-                .await
-                .expect("watch stream")
-                .expect("open stream");
-            if let Some(event) = response.events().first() {
-                return event.clone();
-            }
-        }
-    })
-    .await
-    .expect("the put's event arrives");
+    let event = first_watch_event(&mut stream, std::time::Duration::from_secs(10)).await;
     assert_eq!(event.event_type(), EventType::Put);
     assert_eq!(event.kv().expect("kv").mod_revision(), revision);
     watcher.cancel().await.expect("cancel");
