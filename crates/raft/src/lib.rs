@@ -9,7 +9,12 @@ mod core;
 mod log_store;
 mod node;
 
+pub use cairn_wal::RecordPosition;
 pub use core::{CoreRequest, CoreSettings, LogStorage, RaftCore, ReadyEffects};
+pub use log_store::{
+    RECORD_CONF_STATE, RECORD_ENTRY, RECORD_HARD_STATE, RECORD_SNAPSHOT, RaftLogStore, RecordLog,
+    ReplayedRecord,
+};
 
 pub use node::{
     CommittedMembershipChange, LearnerInSyncReply, MembershipChange, MessageSink, NodeConfig,

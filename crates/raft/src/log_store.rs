@@ -4,6 +4,9 @@
 //! A snapshot record marks an index the state machine holds durably: entries up to it are no
 //! longer needed, so the WAL segments holding only such entries are deleted. That bounds the
 //! disk the WAL takes and the time a restart spends replaying it.
+//!
+//! The records go to a [`RecordLog`]: cairn-wal's segment files in Cairn, a simulated disk in
+//! cairn-sim, so the simulation replays, trims and snapshots the log with this very code.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,19 +17,47 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::storage::MemStorage;
 
 use crate::RaftError;
+use crate::core::LogStorage;
 
 /// WAL record kinds written by this layer.
-const RECORD_ENTRY: u8 = 1;
-const RECORD_HARD_STATE: u8 = 2;
-const RECORD_CONF_STATE: u8 = 3;
-const RECORD_SNAPSHOT: u8 = 4;
+pub const RECORD_ENTRY: u8 = 1;
+pub const RECORD_HARD_STATE: u8 = 2;
+pub const RECORD_CONF_STATE: u8 = 3;
+pub const RECORD_SNAPSHOT: u8 = 4;
 
 /// Entries kept in memory behind the applied index at most, for a slow follower to catch up
 /// from (fewer with a smaller `--snapshot-count`).
 const RETAINED_APPLIED_ENTRIES: u64 = 10_000;
 
-pub struct RaftLogStore {
-    wal: Wal,
+/// An append-only log of typed records in numbered segments, made durable by `sync`.
+pub trait RecordLog {
+    /// Appends a record; the position says which segment holds it.
+    fn append(&mut self, kind: u8, payload: &[u8]) -> Result<RecordPosition, RaftError>;
+    /// Makes everything appended so far durable.
+    fn sync(&mut self) -> Result<(), RaftError>;
+    /// Deletes every segment before `position`'s.
+    fn purge_before(&mut self, position: RecordPosition) -> Result<(), RaftError>;
+}
+
+impl RecordLog for Wal {
+    fn append(&mut self, kind: u8, payload: &[u8]) -> Result<RecordPosition, RaftError> {
+        Ok(Wal::append(self, kind, payload)?)
+    }
+
+    fn sync(&mut self) -> Result<(), RaftError> {
+        Ok(Wal::sync(self)?)
+    }
+
+    fn purge_before(&mut self, position: RecordPosition) -> Result<(), RaftError> {
+        Ok(Wal::purge_before(self, position)?)
+    }
+}
+
+/// One record found on replay: its kind, its payload and the segment holding it.
+pub type ReplayedRecord<'a> = (u8, &'a [u8], u64);
+
+pub struct RaftLogStore<W: RecordLog = Wal> {
+    wal: W,
     memory: MemStorage,
     /// Whether anything was appended since the last sync.
     dirty: bool,
@@ -47,12 +78,8 @@ fn encode(message: &impl protobuf::Message) -> Vec<u8> {
         .expect("encoding to a Vec cannot fail")
 }
 
-impl RaftLogStore {
-    /// Replays the WAL in `dir`. A brand-new log is bootstrapped with `initial_voters` (none
-    /// for a member joining an existing cluster).
-    /// `applied` is the index the state machine already holds: everything up to it is known to
-    /// be committed, even if the hard state recording that commit was not synced before a crash.
-    /// `installed_snapshot` is the snapshot index the state machine was installed from, if any.
+impl RaftLogStore<Wal> {
+    /// Replays the WAL in `dir`; see [`RaftLogStore::replay`].
     pub fn open(
         dir: &Path,
         wal_options: WalOptions,
@@ -69,17 +96,44 @@ impl RaftLogStore {
                 "WAL had a torn tail (an interrupted write); cut it off"
             );
         }
-        let mut wal = opened.wal;
+        let records = opened
+            .records
+            .iter()
+            .zip(&opened.record_segments)
+            .map(|(record, segment)| (record.kind, record.payload.as_slice(), *segment));
+        RaftLogStore::replay(
+            opened.wal,
+            records,
+            initial_voters,
+            applied,
+            installed_snapshot,
+        )
+    }
+}
+
+impl<W: RecordLog> RaftLogStore<W> {
+    /// Rebuilds the log from the `records` found in `wal`, in order. A brand-new log is
+    /// bootstrapped with `initial_voters` (none for a member joining an existing cluster).
+    /// `applied` is the index the state machine already holds: everything up to it is known to
+    /// be committed, even if the hard state recording that commit was not synced before a crash.
+    /// `installed_snapshot` is the snapshot index the state machine was installed from, if any.
+    pub fn replay<'a>(
+        mut wal: W,
+        records: impl IntoIterator<Item = ReplayedRecord<'a>>,
+        initial_voters: &[u64],
+        applied: u64,
+        installed_snapshot: u64,
+    ) -> Result<RaftLogStore<W>, RaftError> {
         let mut entries: Vec<Entry> = Vec::new();
         let mut hard_state = HardState::default();
         let mut conf_state: Option<ConfState> = None;
         let mut snapshot: Option<SnapshotMetadata> = None;
         let mut segment_last_index: BTreeMap<u64, u64> = BTreeMap::new();
-        for (record, segment) in opened.records.iter().zip(&opened.record_segments) {
-            match record.kind {
+        for (kind, payload, segment) in records {
+            match kind {
                 RECORD_ENTRY => {
-                    let entry: Entry = decode("entry", &record.payload)?;
-                    let last = segment_last_index.entry(*segment).or_default();
+                    let entry: Entry = decode("entry", payload)?;
+                    let last = segment_last_index.entry(segment).or_default();
                     *last = (*last).max(entry.index);
                     // A later entry at an index overwrites the suffix from that index on (a new
                     // leader replaced uncommitted entries).
@@ -94,10 +148,10 @@ impl RaftLogStore {
                     }
                     entries.push(entry);
                 }
-                RECORD_HARD_STATE => hard_state = decode("hard state", &record.payload)?,
-                RECORD_CONF_STATE => conf_state = Some(decode("conf state", &record.payload)?),
+                RECORD_HARD_STATE => hard_state = decode("hard state", payload)?,
+                RECORD_CONF_STATE => conf_state = Some(decode("conf state", payload)?),
                 RECORD_SNAPSHOT => {
-                    let meta: SnapshotMetadata = decode("snapshot", &record.payload)?;
+                    let meta: SnapshotMetadata = decode("snapshot", payload)?;
                     entries.retain(|e| e.index > meta.index);
                     conf_state = Some(meta.get_conf_state().clone());
                     snapshot = Some(meta);
@@ -194,6 +248,19 @@ impl RaftLogStore {
     /// The storage raft-rs reads; clones share the same state.
     pub fn memory(&self) -> MemStorage {
         self.memory.clone()
+    }
+
+    /// The record log underneath, for a simulator to inspect and crash.
+    pub fn record_log(&self) -> &W {
+        &self.wal
+    }
+
+    pub fn record_log_mut(&mut self) -> &mut W {
+        &mut self.wal
+    }
+
+    pub fn into_record_log(self) -> W {
+        self.wal
     }
 
     pub fn snapshot_index(&self) -> u64 {
@@ -351,17 +418,152 @@ impl RaftLogStore {
     }
 }
 
+/// The Ready loop writes through the inherent methods above.
+impl<W: RecordLog> LogStorage for RaftLogStore<W> {
+    fn append_entries(&mut self, entries: &[Entry]) -> Result<(), RaftError> {
+        RaftLogStore::append_entries(self, entries)
+    }
+
+    fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), RaftError> {
+        RaftLogStore::set_hard_state(self, hard_state)
+    }
+
+    fn set_commit(&mut self, commit: u64) -> Result<(), RaftError> {
+        RaftLogStore::set_commit(self, commit)
+    }
+
+    fn set_conf_state(&mut self, conf_state: &ConfState) -> Result<(), RaftError> {
+        RaftLogStore::set_conf_state(self, conf_state)
+    }
+
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), RaftError> {
+        RaftLogStore::install_snapshot(self, snapshot)
+    }
+
+    fn sync(&mut self) -> Result<(), RaftError> {
+        RaftLogStore::sync(self)
+    }
+
+    fn snapshot_index(&self) -> u64 {
+        RaftLogStore::snapshot_index(self)
+    }
+
+    fn snapshot(&mut self, index: u64) -> Result<(), RaftError> {
+        RaftLogStore::snapshot(self, index)
+    }
+
+    fn compact_memory(&mut self, applied: u64, retained: u64) -> Result<(), RaftError> {
+        RaftLogStore::compact_memory(self, applied, retained)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn entry(index: u64) -> Entry {
+        entry_in_term(index, 1)
+    }
+
+    fn entry_in_term(index: u64, term: u64) -> Entry {
         Entry {
             index,
-            term: 1,
+            term,
             data: vec![b'x'; 100].into(),
             ..Entry::default()
         }
+    }
+
+    fn open(
+        dir: &Path,
+        voters: &[u64],
+        applied: u64,
+        installed: u64,
+    ) -> Result<RaftLogStore, RaftError> {
+        RaftLogStore::open(dir, small_segments(), voters, applied, installed)
+    }
+
+    fn indexes(log: &RaftLogStore) -> Vec<(u64, u64)> {
+        let memory = log.memory();
+        let first = memory.first_index().expect("first");
+        (first..=log.last_index())
+            .map(|i| (i, memory.term(i).expect("term")))
+            .collect()
+    }
+
+    #[test]
+    fn a_new_log_starts_after_a_membership_snapshot_at_index_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = open(dir.path(), &[1, 2, 3], 0, 0).expect("boot");
+        let state = log.memory().initial_state().expect("state");
+        assert_eq!(log.snapshot_index(), 1);
+        assert_eq!(state.conf_state.voters, vec![1, 2, 3]);
+        assert_eq!((state.hard_state.term, state.hard_state.commit), (1, 1));
+        let joining_dir = tempfile::tempdir().expect("temp dir");
+        let joining = open(joining_dir.path(), &[], 0, 0).expect("join");
+        let state = joining.memory().initial_state().expect("state");
+        assert_eq!(joining.snapshot_index(), 0);
+        assert!(state.conf_state.voters.is_empty());
+    }
+
+    #[test]
+    fn later_entries_overwrite_the_suffix_and_the_applied_index_implies_its_commit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut log = open(dir.path(), &[1], 0, 0).expect("boot");
+        let first_term: Vec<Entry> = (2..=5).map(entry).collect();
+        log.append_entries(&first_term).expect("append");
+        log.append_entries(&[entry_in_term(4, 2)])
+            .expect("overwrite");
+        log.sync().expect("sync");
+        drop(log);
+        let mut log = open(dir.path(), &[1], 0, 0).expect("replay");
+        assert_eq!(indexes(&log), vec![(2, 1), (3, 1), (4, 2)]);
+        log.snapshot(3).expect("snapshot");
+        log.append_entries(&[entry_in_term(5, 2)]).expect("append");
+        log.sync().expect("sync");
+        drop(log);
+        let log = open(dir.path(), &[1], 3, 0).expect("replay");
+        assert_eq!(log.snapshot_index(), 3);
+        assert_eq!(indexes(&log), vec![(4, 2), (5, 2)]);
+        let state = log.memory().initial_state().expect("state");
+        assert_eq!(
+            state.hard_state.commit, 3,
+            "the applied index implies its commit"
+        );
+    }
+
+    #[test]
+    fn a_backend_ahead_of_the_log_is_refused_unless_installed_from_its_snapshot() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut log = open(dir.path(), &[1], 0, 0).expect("boot");
+        log.append_entries(&[entry(2)]).expect("append");
+        log.sync().expect("sync");
+        drop(log);
+        let missing = open(dir.path(), &[1], 5, 0).map(|_| ());
+        assert!(
+            matches!(&missing, Err(RaftError::CorruptLog(reason)) if reason.contains("missing synced entries")),
+            "{missing:?}"
+        );
+        let mut log = open(dir.path(), &[1], 2, 0).expect("replay");
+        let mut snapshot = Snapshot::default();
+        snapshot.mut_metadata().index = 9;
+        snapshot.mut_metadata().term = 2;
+        log.install_snapshot(&snapshot).expect("install");
+        drop(log);
+        let not_installed = open(dir.path(), &[1], 2, 0).map(|_| ());
+        assert!(
+            matches!(
+                not_installed,
+                Err(RaftError::SnapshotNotInstalled {
+                    index: 9,
+                    applied: 2
+                })
+            ),
+            "{not_installed:?}"
+        );
+        let ahead = open(dir.path(), &[1], 12, 9).expect("a backend installed from snapshot 9");
+        let state = ahead.memory().initial_state().expect("state");
+        assert_eq!(state.hard_state.commit, 9);
     }
 
     fn small_segments() -> WalOptions {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType, Message};
 
 use crate::RaftError;
-use crate::core::{CoreRequest, CoreSettings, LogStorage, RaftCore, ReadyEffects};
+use crate::core::{CoreRequest, CoreSettings, RaftCore, ReadyEffects};
 use crate::log_store::RaftLogStore;
 
 /// Requests taken per turn of the loop before the batch is persisted: bounds latency and memory.
@@ -340,44 +340,6 @@ impl ReadyEffects<ReadIndexReply> for NodeEffects {
 
     fn read_index(&mut self, reply: ReadIndexReply, result: Result<u64, RaftError>) {
         reply(result);
-    }
-}
-
-impl LogStorage for RaftLogStore {
-    fn append_entries(&mut self, entries: &[Entry]) -> Result<(), RaftError> {
-        RaftLogStore::append_entries(self, entries)
-    }
-
-    fn set_hard_state(&mut self, hard_state: &raft::prelude::HardState) -> Result<(), RaftError> {
-        RaftLogStore::set_hard_state(self, hard_state)
-    }
-
-    fn set_commit(&mut self, commit: u64) -> Result<(), RaftError> {
-        RaftLogStore::set_commit(self, commit)
-    }
-
-    fn set_conf_state(&mut self, conf_state: &raft::prelude::ConfState) -> Result<(), RaftError> {
-        RaftLogStore::set_conf_state(self, conf_state)
-    }
-
-    fn install_snapshot(&mut self, snapshot: &raft::prelude::Snapshot) -> Result<(), RaftError> {
-        RaftLogStore::install_snapshot(self, snapshot)
-    }
-
-    fn sync(&mut self) -> Result<(), RaftError> {
-        RaftLogStore::sync(self)
-    }
-
-    fn snapshot_index(&self) -> u64 {
-        RaftLogStore::snapshot_index(self)
-    }
-
-    fn snapshot(&mut self, index: u64) -> Result<(), RaftError> {
-        RaftLogStore::snapshot(self, index)
-    }
-
-    fn compact_memory(&mut self, applied: u64, retained: u64) -> Result<(), RaftError> {
-        RaftLogStore::compact_memory(self, applied, retained)
     }
 }
 

@@ -1,29 +1,24 @@
-//! A member's disk: the write-ahead log, the backend's durable copy, and the file a
+//! A member's disk: the write-ahead log's records, the backend's durable copy, and the file a
 //! received snapshot's backend lands in.
 //!
-//! The WAL models `cairn-raft`'s `RaftLogStore` on `cairn-wal`: records are appended in
-//! order, `sync` makes everything appended so far durable (one fdatasync), and a crash keeps
-//! the synced records plus some prefix of the unsynced ones (the OS may have written part of
-//! the tail; the WAL's torn-tail repair cuts it at the first incomplete record). `open`
-//! replays the durable records with `RaftLogStore::open`'s rules, checks included.
+//! `SimWal` models `cairn-wal` under `cairn-raft`'s `RaftLogStore`, which the simulation runs
+//! as is: records are appended in order into numbered segments, `sync` makes everything
+//! appended so far durable (one fdatasync), `purge_before` deletes whole segments, and a crash
+//! keeps the synced records plus some prefix of the unsynced ones (the OS may have written
+//! part of the tail; the WAL's torn-tail repair cuts it at the first incomplete record).
 //!
 //! The backend models `cairn-mvcc`'s redb file: the apply loop's batches are not durable
 //! until a persist (once a second) or the install of a received backend; a crash goes back to
 //! the last durable copy. The incoming backend is written and synced before raft sees the
 //! snapshot message, as the transport does, and stays until the next one overwrites it.
 
-use raft::prelude::{ConfState, Entry, HardState, SnapshotMetadata};
+use cairn_raft::{RECORD_CONF_STATE, RaftError, RecordLog, RecordPosition};
 
 use crate::rng::SimRng;
 use crate::state_machine::StateMachine;
 
-#[derive(Clone, Debug)]
-pub enum WalRecord {
-    Entry(Entry),
-    HardState(HardState),
-    ConfState(ConfState),
-    Snapshot(SnapshotMetadata),
-}
+/// Records per WAL segment: small, so that snapshots delete segments in every run.
+const RECORDS_PER_SEGMENT: u64 = 8;
 
 /// A state machine image with the applied index it holds, as a backend file does.
 #[derive(Clone, Debug, Default)]
@@ -34,76 +29,55 @@ pub struct Backend {
     pub installed_snapshot: u64,
 }
 
-/// What replaying the WAL yields: the input to a restarted member's `MemStorage`.
-#[derive(Debug, Default)]
-pub struct OpenedLog {
-    pub hard_state: HardState,
-    pub conf_state: ConfState,
-    pub snapshot: Option<SnapshotMetadata>,
-    pub entries: Vec<Entry>,
-}
-
-impl OpenedLog {
-    pub fn last_index(&self) -> u64 {
-        self.entries.last().map_or_else(
-            || self.snapshot.as_ref().map_or(0, |s| s.index),
-            |e| e.index,
-        )
-    }
-}
-
-/// Why the WAL cannot be opened, as `RaftError` says it.
-#[derive(Debug, PartialEq, Eq)]
-pub enum OpenError {
-    Corrupt(String),
-    /// The WAL starts from a leader's snapshot whose backend was never installed.
-    SnapshotNotInstalled {
-        index: u64,
-    },
-}
-
 /// How the disk breaks its promises, for tests that prove the checks catch a broken disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DiskFaults {
     /// A disk that keeps what it synced.
+    #[default]
     Honest,
     /// A crash also loses the last few synced WAL records: fdatasync lied.
     ForgetsSyncedTail,
 }
 
-#[derive(Debug)]
-pub struct Disk {
-    synced: Vec<WalRecord>,
-    unsynced: Vec<WalRecord>,
-    faults: DiskFaults,
-    /// The backend as it would be found after a crash.
-    pub backend: Backend,
-    /// The backend of the last snapshot received, if any.
-    pub incoming: Option<Backend>,
+#[derive(Clone, Debug)]
+struct SimRecord {
+    kind: u8,
+    payload: Vec<u8>,
+    segment: u64,
 }
 
-impl Disk {
-    pub fn new(faults: DiskFaults) -> Disk {
-        Disk {
-            synced: Vec::new(),
-            unsynced: Vec::new(),
+/// The WAL's records on the simulated disk.
+#[derive(Clone, Debug, Default)]
+pub struct SimWal {
+    synced: Vec<SimRecord>,
+    unsynced: Vec<SimRecord>,
+    faults: DiskFaults,
+    segment: u64,
+    in_segment: u64,
+    /// `KnownBugs::unsynced_membership`: the sync asked for right after a membership change
+    /// is recorded does not happen, as before the fix.
+    pub skips_membership_sync: bool,
+    skip_next_sync: bool,
+    /// While set, the disk says it synced but does not (`InjectedBug::AcknowledgeBeforeSync`);
+    /// `sync_now` does it later.
+    pub defers_syncs: bool,
+}
+
+impl SimWal {
+    pub fn new(faults: DiskFaults) -> SimWal {
+        SimWal {
             faults,
-            backend: Backend::default(),
-            incoming: None,
+            ..SimWal::default()
         }
     }
 
-    pub fn append(&mut self, record: WalRecord) {
-        self.unsynced.push(record);
-    }
-
-    /// Whether anything was appended since the last sync (`RaftLogStore`'s `dirty`).
+    /// Whether anything was appended since the last sync.
     pub fn has_unsynced(&self) -> bool {
         !self.unsynced.is_empty()
     }
 
     /// One fdatasync: everything appended so far is durable.
-    pub fn sync(&mut self) {
+    pub fn sync_now(&mut self) {
         self.synced.append(&mut self.unsynced);
     }
 
@@ -117,106 +91,20 @@ impl Disk {
             let keep = self.synced.len().saturating_sub(forgotten).max(1);
             self.synced.truncate(keep);
         }
+        self.skip_next_sync = false;
+        self.defers_syncs = false;
     }
 
-    /// Deletes what a snapshot at `index` covers, as `RaftLogStore` deletes WAL segments:
-    /// the records before the last snapshot record, except entries after `index` (a segment
-    /// holding one of those stays). Replay yields the same log either way.
-    pub fn purge_before_snapshot(&mut self, index: u64) {
-        let Some(position) = self
-            .synced
-            .iter()
-            .rposition(|r| matches!(r, WalRecord::Snapshot(meta) if meta.index == index))
-        else {
-            return;
-        };
-        let tail = self.synced.split_off(position);
+    /// What a restart replays: every durable record, with its segment.
+    pub fn durable_records(&self) -> Vec<(u8, Vec<u8>, u64)> {
+        debug_assert!(
+            self.unsynced.is_empty(),
+            "replayed after a crash or at boot"
+        );
         self.synced
-            .retain(|r| matches!(r, WalRecord::Entry(e) if e.index > index));
-        self.synced.extend(tail);
-    }
-
-    /// `RaftLogStore::open`: replays the durable records and checks them against the
-    /// backend's `applied` index and `installed_snapshot`. A brand-new log with
-    /// `initial_voters` starts after a snapshot at index 1 that holds the membership; with
-    /// none (a member joining an existing cluster) it starts empty.
-    pub fn open(
-        &mut self,
-        initial_voters: &[u64],
-        applied: u64,
-        installed_snapshot: u64,
-    ) -> Result<OpenedLog, OpenError> {
-        debug_assert!(self.unsynced.is_empty(), "opened after a crash or at boot");
-        let mut log = OpenedLog::default();
-        let mut conf_state: Option<ConfState> = None;
-        for record in &self.synced {
-            match record {
-                WalRecord::Entry(entry) => {
-                    // A later entry at an index overwrites the suffix from that index on.
-                    if let Some(first) = log.entries.first().map(|e| e.index) {
-                        if entry.index < first {
-                            return Err(OpenError::Corrupt(format!(
-                                "entry {} precedes the first entry {first}",
-                                entry.index
-                            )));
-                        }
-                        log.entries.truncate((entry.index - first) as usize);
-                    }
-                    log.entries.push(entry.clone());
-                }
-                WalRecord::HardState(hs) => log.hard_state = hs.clone(),
-                WalRecord::ConfState(cs) => conf_state = Some(cs.clone()),
-                WalRecord::Snapshot(meta) => {
-                    log.entries.retain(|e| e.index > meta.index);
-                    conf_state = Some(meta.get_conf_state().clone());
-                    log.snapshot = Some(meta.clone());
-                }
-            }
-        }
-        let snapshot_index = log.snapshot.as_ref().map_or(0, |s| s.index);
-        if let Some(first) = log.entries.first()
-            && first.index != snapshot_index + 1
-        {
-            return Err(OpenError::Corrupt(format!(
-                "the WAL's entries start at {} but its snapshot is at {snapshot_index}",
-                first.index
-            )));
-        }
-        let last_index = log.last_index();
-        let ahead_by_snapshot = installed_snapshot != 0 && installed_snapshot == snapshot_index;
-        if applied > last_index && !ahead_by_snapshot {
-            return Err(OpenError::Corrupt(format!(
-                "the backend has applied index {applied} but the WAL ends at {last_index}: the WAL is missing synced entries"
-            )));
-        }
-        if snapshot_index > applied.max(1) {
-            return Err(OpenError::SnapshotNotInstalled {
-                index: snapshot_index,
-            });
-        }
-        log.hard_state.commit = log.hard_state.commit.max(applied.min(last_index));
-        log.conf_state = match conf_state {
-            Some(cs) => cs,
-            None if initial_voters.is_empty() => ConfState::default(),
-            None => {
-                let cs = ConfState {
-                    voters: initial_voters.to_vec(),
-                    ..ConfState::default()
-                };
-                let mut meta = SnapshotMetadata::default();
-                meta.set_index(1);
-                meta.set_term(1);
-                meta.set_conf_state(cs.clone());
-                log.hard_state.term = log.hard_state.term.max(1);
-                log.hard_state.commit = log.hard_state.commit.max(1);
-                self.append(WalRecord::Snapshot(meta.clone()));
-                self.append(WalRecord::HardState(log.hard_state.clone()));
-                self.sync();
-                log.snapshot = Some(meta);
-                cs
-            }
-        };
-        Ok(log)
+            .iter()
+            .map(|r| (r.kind, r.payload.clone(), r.segment))
+            .collect()
     }
 
     /// WAL records held, synced or not: bounds the model's memory in tests.
@@ -226,111 +114,144 @@ impl Disk {
     }
 }
 
+impl RecordLog for SimWal {
+    fn append(&mut self, kind: u8, payload: &[u8]) -> Result<RecordPosition, RaftError> {
+        if self.in_segment == RECORDS_PER_SEGMENT {
+            self.segment += 1;
+            self.in_segment = 0;
+        }
+        let position = RecordPosition {
+            segment: self.segment,
+            offset: self.in_segment,
+        };
+        self.in_segment += 1;
+        self.unsynced.push(SimRecord {
+            kind,
+            payload: payload.to_vec(),
+            segment: self.segment,
+        });
+        if kind == RECORD_CONF_STATE && self.skips_membership_sync {
+            self.skip_next_sync = true;
+        }
+        Ok(position)
+    }
+
+    fn sync(&mut self) -> Result<(), RaftError> {
+        if !std::mem::take(&mut self.skip_next_sync) && !self.defers_syncs {
+            self.sync_now();
+        }
+        Ok(())
+    }
+
+    fn purge_before(&mut self, position: RecordPosition) -> Result<(), RaftError> {
+        self.synced.retain(|r| r.segment >= position.segment);
+        self.unsynced.retain(|r| r.segment >= position.segment);
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Disk {
+    /// The WAL's records; while the member runs they live in its `RaftLogStore`.
+    pub wal: SimWal,
+    /// The backend as it would be found after a crash.
+    pub backend: Backend,
+    /// The backend of the last snapshot received, if any.
+    pub incoming: Option<Backend>,
+}
+
+impl Disk {
+    pub fn new(faults: DiskFaults) -> Disk {
+        Disk {
+            wal: SimWal::new(faults),
+            ..Disk::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn entry(index: u64, term: u64) -> WalRecord {
-        WalRecord::Entry(Entry {
-            index,
-            term,
-            ..Entry::default()
-        })
+    use cairn_raft::{RECORD_ENTRY, RaftLogStore};
+    use raft::Storage;
+    use raft::prelude::Entry;
+
+    fn replay(wal: &SimWal, applied: u64) -> Result<RaftLogStore<SimWal>, RaftError> {
+        let records = wal.durable_records();
+        RaftLogStore::replay(
+            wal.clone(),
+            records.iter().map(|(k, p, s)| (*k, p.as_slice(), *s)),
+            &[1, 2, 3],
+            applied,
+            0,
+        )
     }
 
-    fn snapshot(index: u64, term: u64) -> WalRecord {
-        let mut meta = SnapshotMetadata::default();
-        meta.set_index(index);
-        meta.set_term(term);
-        meta.mut_conf_state().voters = vec![1, 2, 3];
-        WalRecord::Snapshot(meta)
+    fn append_entries(wal: &mut SimWal, indexes: std::ops::RangeInclusive<u64>) {
+        for index in indexes {
+            let entry = Entry {
+                index,
+                term: 1,
+                ..Entry::default()
+            };
+            let payload = protobuf::Message::write_to_bytes(&entry).expect("encode");
+            wal.append(RECORD_ENTRY, &payload).expect("append");
+        }
     }
 
-    fn indexes(log: &OpenedLog) -> Vec<(u64, u64)> {
-        log.entries.iter().map(|e| (e.index, e.term)).collect()
-    }
-
-    #[test]
-    fn a_new_log_starts_after_a_membership_snapshot_at_index_one() {
-        let mut disk = Disk::new(DiskFaults::Honest);
-        let log = disk.open(&[1, 2, 3], 0, 0).expect("boot");
-        assert_eq!(log.snapshot.as_ref().map(|s| s.index), Some(1));
-        assert_eq!(log.conf_state.voters, vec![1, 2, 3]);
-        assert_eq!((log.hard_state.term, log.hard_state.commit), (1, 1));
-        let joining = Disk::new(DiskFaults::Honest).open(&[], 0, 0).expect("join");
-        assert!(joining.snapshot.is_none() && joining.conf_state.voters.is_empty());
+    fn last_index(wal: &SimWal) -> u64 {
+        let log = replay(wal, 0).expect("replay");
+        log.memory().last_index().expect("last index")
     }
 
     #[test]
     fn a_crash_keeps_synced_records_and_loses_an_unsynced_tail() {
-        let mut disk = Disk::new(DiskFaults::Honest);
-        disk.open(&[1, 2, 3], 0, 0).expect("boot");
-        disk.append(entry(2, 1));
-        disk.append(entry(3, 1));
-        disk.sync();
-        for i in 4..=50 {
-            disk.append(entry(i, 1));
-        }
-        disk.crash(&mut SimRng::new(3));
-        let log = disk.open(&[1, 2, 3], 0, 0).expect("replay");
-        assert!(log.entries.len() >= 2 && log.entries.len() < 49);
+        let mut wal = replay(&SimWal::new(DiskFaults::Honest), 0)
+            .expect("boot")
+            .into_record_log();
+        append_entries(&mut wal, 2..=3);
+        wal.sync().expect("sync");
+        append_entries(&mut wal, 4..=50);
+        wal.crash(&mut SimRng::new(3));
+        let last = last_index(&wal);
+        assert!((3..50).contains(&last), "{last}");
     }
 
     #[test]
-    fn later_entries_overwrite_the_suffix_and_a_snapshot_cuts_the_prefix() {
-        let mut disk = Disk::new(DiskFaults::Honest);
-        disk.open(&[1, 2, 3], 0, 0).expect("boot");
-        for i in 2..=5 {
-            disk.append(entry(i, 1));
-        }
-        disk.append(entry(4, 2));
-        disk.sync();
-        assert_eq!(
-            indexes(&disk.open(&[1], 0, 0).expect("replay")),
-            vec![(2, 1), (3, 1), (4, 2)]
-        );
-        disk.append(snapshot(3, 1));
-        disk.append(entry(5, 2));
-        disk.sync();
-        disk.purge_before_snapshot(3);
-        let log = disk.open(&[1], 3, 0).expect("replay");
-        assert_eq!(indexes(&log), vec![(4, 2), (5, 2)]);
-        assert_eq!(
-            log.hard_state.commit, 3,
-            "the applied index implies its commit"
-        );
-        // Entries after 3 stay, even overwritten ones, as the WAL segments holding them do.
-        assert_eq!(disk.record_count(), 5, "{disk:?}");
-    }
-
-    #[test]
-    fn open_refuses_what_raft_log_store_refuses() {
-        let mut disk = Disk::new(DiskFaults::Honest);
-        disk.open(&[1, 2, 3], 0, 0).expect("boot");
-        disk.append(entry(2, 1));
-        disk.sync();
-        assert!(matches!(disk.open(&[1], 5, 0), Err(OpenError::Corrupt(_))));
-        disk.append(snapshot(9, 2));
-        disk.sync();
-        assert_eq!(
-            disk.open(&[1], 2, 0).map(|_| ()),
-            Err(OpenError::SnapshotNotInstalled { index: 9 })
-        );
-        let ahead = disk
-            .open(&[1], 12, 9)
-            .expect("a backend installed from snapshot 9");
-        assert_eq!(ahead.hard_state.commit, 9);
+    fn segments_before_a_position_are_purged_whole() {
+        let mut wal = SimWal::new(DiskFaults::Honest);
+        append_entries(&mut wal, 1..=20);
+        wal.sync().expect("sync");
+        wal.purge_before(RecordPosition {
+            segment: 2,
+            offset: 0,
+        })
+        .expect("purge");
+        assert_eq!(wal.record_count(), 4, "records 17..=20 were in segment 2");
     }
 
     #[test]
     fn a_disk_that_forgets_synced_records_loses_them() {
-        let mut disk = Disk::new(DiskFaults::ForgetsSyncedTail);
-        disk.open(&[1], 0, 0).expect("boot");
-        for i in 2..=10 {
-            disk.append(entry(i, 1));
+        let mut wal = replay(&SimWal::new(DiskFaults::ForgetsSyncedTail), 0)
+            .expect("boot")
+            .into_record_log();
+        append_entries(&mut wal, 2..=10);
+        wal.sync().expect("sync");
+        wal.crash(&mut SimRng::new(0));
+        assert!(last_index(&wal) < 10);
+    }
+
+    #[test]
+    fn the_sync_after_a_membership_record_is_skipped_only_when_asked() {
+        for skips in [false, true] {
+            let mut wal = SimWal {
+                skips_membership_sync: skips,
+                ..SimWal::default()
+            };
+            wal.append(RECORD_CONF_STATE, &[]).expect("append");
+            wal.sync().expect("sync");
+            assert_eq!(wal.has_unsynced(), skips);
         }
-        disk.sync();
-        disk.crash(&mut SimRng::new(0));
-        assert!(disk.open(&[1], 0, 0).expect("replay").entries.len() < 9);
     }
 }

@@ -15,13 +15,14 @@
 //! Shared with Cairn, as code: `cairn-raft`'s `RaftCore`, the Ready loop's rules that
 //! node.rs runs on its thread (how requests reach raft-rs with node.rs's `Config`, read
 //! batching, the order in which a `Ready` is written, synced, sent and handed over,
-//! membership changes recorded and synced before the apply loop sees them); raft-rs 0.7
-//! underneath it; the entry format (`cairnpb::InternalRequest` carrying etcd requests); the
-//! linearizability checker (`cairn-linearizability`). Shared as a restatement, because the
-//! real ones work on files: `RaftLogStore`'s rules for opening, trimming, snapshotting and
-//! installing the log (`log.rs` over `disk.rs`), `Server::start`'s install of a received
-//! backend the WAL already points at, and the apply loop's skip of entries the backend holds
-//! and its once-a-second persist. Those must follow when Cairn's change.
+//! membership changes recorded and synced before the apply loop sees them), and its
+//! `RaftLogStore` (replaying, checking, trimming, snapshotting and installing the log), here
+//! over a simulated record log instead of cairn-wal's files; raft-rs 0.7 underneath; the
+//! entry format (`cairnpb::InternalRequest` carrying etcd requests); the linearizability
+//! checker (`cairn-linearizability`). Restated, because the real ones are bound to redb and
+//! the server's threads: `Server::start`'s install of a received backend the WAL already
+//! points at, and the apply loop's skip of entries the backend holds and its once-a-second
+//! persist. Those must follow when Cairn's change.
 //!
 //! Modelled here: the WAL (records, sync that may stall, crash keeping a prefix of what was
 //! not synced), the backend (a key-value map, durable at persists and installs; no
@@ -37,7 +38,6 @@ mod apply;
 mod disk;
 mod history;
 mod invariants;
-mod log;
 mod member;
 mod network;
 mod outcome;

@@ -1,5 +1,5 @@
-//! One cluster member: `cairn-raft`'s `RaftCore`, the very code Cairn's Ready loop runs
-//! (crates/raft/src/core.rs), over the simulated log store (`SimLog`) and disk, with its
+//! One cluster member: `cairn-raft`'s `RaftCore` and `RaftLogStore`, the very code Cairn's
+//! Ready loop runs (crates/raft/src/core.rs, log_store.rs), over the simulated disk, with its
 //! apply loop beside it.
 //!
 //! A turn does what node.rs's thread does: hand every request that arrived since the last
@@ -13,16 +13,14 @@ use std::time::Duration;
 
 use cairn_linearizability::KvOutput;
 use cairn_raft::{
-    CoreRequest, CoreSettings, LogStorage, MembershipChange, RaftCore, RaftError, ReadyEffects,
+    CoreRequest, CoreSettings, MembershipChange, RaftCore, RaftError, RaftLogStore, ReadyEffects,
 };
-use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType, Message, Ready, Snapshot};
-use raft::storage::MemStorage;
+use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType, Message, Ready};
 use raft::{SnapshotStatus, StateRole};
 
 use crate::apply::{ApplyFaults, ApplyItem, ApplyLoop};
-use crate::disk::{Backend, Disk, OpenError};
+use crate::disk::{Backend, Disk, SimWal};
 use crate::invariants::Invariants;
-use crate::log::{RETAINED_APPLIED_ENTRIES, SimLog, compact_memory};
 use crate::outcome::{Report, Violation};
 use crate::rng::SimRng;
 
@@ -184,7 +182,9 @@ pub struct SimRead {
 pub struct Member {
     id: u64,
     core: RaftCore<SimRead>,
-    log: SimLog,
+    log: RaftLogStore<SimWal>,
+    /// The backend files; the WAL's records are in `log` while the member runs.
+    disk: Disk,
     settings: MemberSettings,
     inbox: VecDeque<Input>,
     /// The Ready whose sync is under way; the core must not be touched until it finishes.
@@ -341,14 +341,26 @@ impl Member {
         settings: MemberSettings,
         io: &mut Io,
     ) -> Result<Member, Violation> {
-        let corrupt = |reason: String| Violation::CorruptLog { member: id, reason };
-        let log = match disk.open(
-            &settings.voters,
-            disk.backend.applied,
-            disk.backend.installed_snapshot,
-        ) {
+        let corrupt = |e: RaftError| Violation::CorruptLog {
+            member: id,
+            reason: e.to_string(),
+        };
+        disk.wal.skips_membership_sync = !settings.syncs_membership_at_once;
+        let replay = |disk: &Disk| {
+            let records = disk.wal.durable_records();
+            RaftLogStore::replay(
+                disk.wal.clone(),
+                records
+                    .iter()
+                    .map(|(kind, payload, segment)| (*kind, payload.as_slice(), *segment)),
+                &settings.voters,
+                disk.backend.applied,
+                disk.backend.installed_snapshot,
+            )
+        };
+        let log = match replay(&disk) {
             Ok(log) => log,
-            Err(OpenError::SnapshotNotInstalled { index }) => {
+            Err(RaftError::SnapshotNotInstalled { index, .. }) => {
                 let Some(incoming) = disk.incoming.clone() else {
                     return Err(Violation::SnapshotNotInstallable {
                         member: id,
@@ -360,34 +372,17 @@ impl Member {
                     installed_snapshot: index,
                     ..incoming
                 };
-                disk.open(
-                    &settings.voters,
-                    disk.backend.applied,
-                    disk.backend.installed_snapshot,
-                )
-                .map_err(|e| corrupt(format!("{e:?}")))?
+                replay(&disk).map_err(corrupt)?
             }
-            Err(OpenError::Corrupt(reason)) => return Err(corrupt(reason)),
+            Err(e) => return Err(corrupt(e)),
         };
-        let memory = MemStorage::new();
-        {
-            let mut core = memory.wl();
-            if let Some(meta) = &log.snapshot {
-                let mut snapshot = Snapshot::default();
-                snapshot.set_metadata(meta.clone());
-                core.apply_snapshot(snapshot).map_err(raft_error(id))?;
-            }
-            core.set_conf_state(log.conf_state.clone());
-            core.append(&log.entries).map_err(raft_error(id))?;
-            core.set_hardstate(log.hard_state.clone());
-        }
+        disk.wal = SimWal::default();
         let applied = disk.backend.applied;
-        compact_memory(&memory, applied, RETAINED_APPLIED_ENTRIES).map_err(raft_error(id))?;
         let core = RaftCore::start(
             id,
             ELECTION_TICKS,
             applied,
-            memory.clone(),
+            log.memory(),
             CoreSettings {
                 tick_interval: Duration::from_micros(TICK_US),
                 read_index_timeout: Duration::from_micros(settings.read_timeout_us),
@@ -400,7 +395,6 @@ impl Member {
         backend.applied = backend.applied.max(1);
         io.invariants
             .applied(id, backend.applied, backend.state.digest())?;
-        let snapshot_index = log.snapshot.as_ref().map_or(0, |s| s.index);
         let apply = ApplyLoop::new(
             id,
             backend,
@@ -408,13 +402,12 @@ impl Member {
             settings.applied_report_entries,
             settings.faults.apply,
         );
-        let mut log = SimLog::new(memory, disk, snapshot_index);
-        log.skips_membership_sync = !settings.syncs_membership_at_once;
         let mut member = Member {
             id,
             term_and_role: (core.raw().raft.term, core.raw().raft.state),
             core,
             log,
+            disk,
             settings,
             inbox: VecDeque::new(),
             syncing: None,
@@ -442,8 +435,9 @@ impl Member {
 
     /// kill -9: everything in memory is gone; the disk keeps what it keeps.
     pub fn crash(self, rng: &mut SimRng) -> Disk {
-        let mut disk = self.log.disk;
-        disk.crash(rng);
+        let mut disk = self.disk;
+        disk.wal = self.log.into_record_log();
+        disk.wal.crash(rng);
         disk
     }
 
@@ -503,7 +497,7 @@ impl Member {
 
     /// The transport wrote a received snapshot's backend, synced, before stepping the message.
     pub fn receive_backend(&mut self, backend: Backend) {
-        self.log.disk.incoming = Some(backend);
+        self.disk.incoming = Some(backend);
     }
 
     pub fn arm_crash_at_next_sync(&mut self, armed: bool) {
@@ -559,7 +553,7 @@ impl Member {
         io: &'m mut Io<'w>,
     ) -> (
         &'m mut RaftCore<SimRead>,
-        &'m mut SimLog,
+        &'m mut RaftLogStore<SimWal>,
         SimEffects<'m, 'w>,
     ) {
         (
@@ -641,11 +635,11 @@ impl Member {
             Input::Persisted { index } => CoreRequest::Persisted(index),
         };
         let now = Duration::from_micros(io.now);
-        let snapshots_before = self.log.snapshots_taken;
+        let snapshot_before = self.log.snapshot_index();
         let (core, log, mut effects) = self.parts(io);
         let result = core.handle(request, now, log, &mut effects);
         effects.outcome(result)?;
-        if self.log.snapshots_taken > snapshots_before {
+        if self.log.snapshot_index() > snapshot_before {
             io.report.snapshots_taken += 1;
             io.trace(
                 self.id,
@@ -665,25 +659,25 @@ impl Member {
         if self.settings.faults.acknowledges_before_sync {
             // The whole Ready goes through while the disk only pretends to sync, so the
             // acknowledgements are out when the crash comes.
-            self.log.defers_syncs = true;
+            self.log.record_log_mut().defers_syncs = true;
             let finished = self.finish(ready, io);
-            self.log.defers_syncs = false;
+            self.log.record_log_mut().defers_syncs = false;
             finished?;
-            if self.crash_at_next_sync && self.log.disk.has_unsynced() {
+            if self.crash_at_next_sync && self.log.record_log().has_unsynced() {
                 return Ok(TurnEnd::Crashed(CrashPoint::Sync));
             }
-            if self.log.disk.has_unsynced() && !self.deferred_sync {
+            if self.log.record_log().has_unsynced() && !self.deferred_sync {
                 self.deferred_sync = true;
                 let took = self.sync_time(io);
                 io.out.wakeups.push((io.now + took, Wakeup::SyncDone));
             }
             return Ok(TurnEnd::Done);
         }
-        if self.crash_at_next_sync && self.log.disk.has_unsynced() {
+        if self.crash_at_next_sync && self.log.record_log().has_unsynced() {
             return Ok(TurnEnd::Crashed(CrashPoint::Sync));
         }
         self.syncing = Some(ready);
-        if self.log.disk.has_unsynced() {
+        if self.log.record_log().has_unsynced() {
             let took = self.sync_time(io);
             io.out.wakeups.push((io.now + took, Wakeup::SyncDone));
         } else {
@@ -705,7 +699,7 @@ impl Member {
     /// The sync finished: the core's `finish_ready`.
     pub fn finish_ready(&mut self, io: &mut Io) -> Result<TurnEnd, Violation> {
         if std::mem::take(&mut self.deferred_sync) {
-            self.log.disk.sync();
+            self.log.record_log_mut().sync_now();
         }
         let Some(ready) = self.syncing.take() else {
             return Ok(TurnEnd::Done);
@@ -729,7 +723,7 @@ impl Member {
     pub fn run_apply(&mut self, io: &mut Io) -> Result<TurnEnd, Violation> {
         self.apply_scheduled = false;
         let crash = self.crash_inside_backend_install;
-        let Some(reports) = self.apply.run(&mut self.log.disk, crash, io)? else {
+        let Some(reports) = self.apply.run(&mut self.disk, crash, io)? else {
             return Ok(TurnEnd::Crashed(CrashPoint::BackendInstall));
         };
         for report in reports {
@@ -743,7 +737,7 @@ impl Member {
 
     /// The apply loop's idle wake-up: persist the backend once a second.
     pub fn apply_idle(&mut self, io: &mut Io) {
-        if let Some(report) = self.apply.persist_if_due(&mut self.log.disk, io.now) {
+        if let Some(report) = self.apply.persist_if_due(&mut self.disk, io.now) {
             self.deliver(report, io);
         }
     }
