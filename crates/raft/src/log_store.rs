@@ -138,13 +138,22 @@ impl<W: RecordLog> RaftLogStore<W> {
                     // A later entry at an index overwrites the suffix from that index on (a new
                     // leader replaced uncommitted entries).
                     if let Some(first) = entries.first().map(|e| e.index) {
+                        let next = first + entries.len() as u64;
                         if entry.index < first {
+                            // It overwrites everything held. The entries before it were in
+                            // segments deleted for a snapshot record further on, which covers
+                            // them: a segment is kept while it holds an entry past the
+                            // snapshot, even one this entry later overwrote.
+                            entries.clear();
+                        } else if entry.index > next {
                             return Err(RaftError::CorruptLog(format!(
-                                "entry {} precedes the first entry {first}",
-                                entry.index
+                                "entry {} follows entry {} with a gap",
+                                entry.index,
+                                next - 1
                             )));
+                        } else {
+                            entries.truncate((entry.index - first) as usize);
                         }
-                        entries.truncate((entry.index - first) as usize);
                     }
                     entries.push(entry);
                 }
@@ -529,6 +538,55 @@ mod tests {
         assert_eq!(
             state.hard_state.commit, 3,
             "the applied index implies its commit"
+        );
+    }
+
+    fn snapshot_record(index: u64, term: u64) -> Vec<u8> {
+        let mut meta = SnapshotMetadata::default();
+        meta.set_index(index);
+        meta.set_term(term);
+        meta.mut_conf_state().voters = vec![1];
+        encode(&meta)
+    }
+
+    fn replay(records: &[(u8, Vec<u8>, u64)], applied: u64) -> Result<RaftLogStore, RaftError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let wal = Wal::open(dir.path(), small_segments()).expect("wal").wal;
+        RaftLogStore::replay(
+            wal,
+            records.iter().map(|(k, p, s)| (*k, p.as_slice(), *s)),
+            &[1],
+            applied,
+            0,
+        )
+    }
+
+    /// Segment 1 held entries 2..=4 of term 1; segment 2 entries 5..=8 of term 1, never
+    /// committed. A term-2 leader rewrote the log from 4 on, in segment 3, and a snapshot at 7
+    /// deleted segment 1 but kept segment 2, whose stale entry 8 lies past the snapshot.
+    #[test]
+    fn a_rewrite_whose_predecessors_were_deleted_for_a_later_snapshot_replays() {
+        let mut records: Vec<(u8, Vec<u8>, u64)> = (5..=8)
+            .map(|i| (RECORD_ENTRY, encode(&entry_in_term(i, 1)), 2))
+            .collect();
+        records.extend((4..=9).map(|i| (RECORD_ENTRY, encode(&entry_in_term(i, 2)), 3)));
+        records.push((RECORD_SNAPSHOT, snapshot_record(7, 2), 3));
+        let log = replay(&records, 7).expect("replays");
+        assert_eq!(log.snapshot_index(), 7);
+        assert_eq!(indexes(&log), vec![(8, 2), (9, 2)]);
+    }
+
+    #[test]
+    fn entries_with_a_gap_are_refused() {
+        let records = vec![
+            (RECORD_SNAPSHOT, snapshot_record(1, 1), 0),
+            (RECORD_ENTRY, encode(&entry(2)), 0),
+            (RECORD_ENTRY, encode(&entry(4)), 0),
+        ];
+        let refused = replay(&records, 0).map(|_| ());
+        assert!(
+            matches!(&refused, Err(RaftError::CorruptLog(reason)) if reason.contains("gap")),
+            "{refused:?}"
         );
     }
 
