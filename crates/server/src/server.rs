@@ -391,6 +391,11 @@ impl Server {
         self.raft.leader() != 0
     }
 
+    /// Whether this member is a learner: one atomic load, cheap enough for every request.
+    pub fn is_learner(&self) -> bool {
+        self.raft.is_learner()
+    }
+
     /// `--election-timeout`.
     pub fn election_timeout(&self) -> Duration {
         self.election_timeout
