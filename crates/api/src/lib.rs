@@ -1,5 +1,6 @@
 //! The API layer: etcd's v3 gRPC services (tonic) over the server core, with request-size
-//! limits and the mapping of server errors to etcd's status codes and messages.
+//! limits, etcd's learner and require-leader checks, and the mapping of server errors to
+//! etcd's status codes and messages.
 //!
 //! Services not built yet (Auth, Lock, Election) are not registered,
 //! so clients get gRPC `Unimplemented` for them. This crate must never reach below the server
@@ -17,6 +18,8 @@ mod watch;
 
 use std::sync::Arc;
 
+use axum::extract::State;
+use axum::middleware::Next;
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
@@ -56,6 +59,24 @@ fn require_leader(server: Arc<Server>) -> impl Interceptor + Clone {
         }
         Ok(request)
     }
+}
+
+/// The only gRPC methods a learner serves, as etcd's interceptor allows: its status, and a
+/// range, which the server still refuses unless serializable (this gate cannot see the body).
+const LEARNER_METHODS: [&str; 2] = ["/etcdserverpb.Maintenance/Status", "/etcdserverpb.KV/Range"];
+
+/// etcd's learner check, in one place as etcd's interceptors do it: on a learner, every other
+/// gRPC call, unary or stream, is refused before any handler runs (so before require-leader,
+/// and even for methods this member does not implement).
+async fn refuse_learner_calls(
+    State(server): State<Arc<Server>>,
+    request: axum::extract::Request,
+    next: Next,
+) -> axum::response::Response {
+    if server.is_learner() && !LEARNER_METHODS.contains(&request.uri().path()) {
+        return to_status(ServerError::NotSupportedForLearner).into_http();
+    }
+    next.run(request).await
 }
 
 /// Serves one listener until `shutdown` says stop. HTTP/1 is accepted beside HTTP/2 for the
@@ -127,7 +148,11 @@ pub async fn serve_clients(
         .add_service(InterceptedService::new(cluster, leader.clone()))
         .add_service(InterceptedService::new(maintenance, leader));
     let mut client_routes = builder.routes();
-    let grpc = std::mem::take(client_routes.axum_router_mut());
+    // The gate covers the gRPC routes and their Unimplemented fallback, not the HTTP
+    // endpoints: etcd serves /health, /version and /metrics on a learner.
+    let grpc = std::mem::take(client_routes.axum_router_mut()).layer(
+        axum::middleware::from_fn_with_state(server.clone(), refuse_learner_calls),
+    );
     *client_routes.axum_router_mut() = grpc.merge(http::client_router(http_state.clone()));
     let metrics_routes = Routes::from(http::metrics_router(http_state));
 

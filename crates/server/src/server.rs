@@ -391,6 +391,11 @@ impl Server {
         self.raft.leader() != 0
     }
 
+    /// Whether this member is a learner: one atomic load, cheap enough for every request.
+    pub fn is_learner(&self) -> bool {
+        self.raft.is_learner()
+    }
+
     /// `--election-timeout`.
     pub fn election_timeout(&self) -> Duration {
         self.election_timeout
@@ -411,16 +416,8 @@ impl Server {
             raft_applied_index: *self.applied.borrow(),
             db_size: self.store.size_bytes(),
             revision: self.store.current_revision(),
-            is_learner: self.raft.is_learner(),
+            is_learner: self.is_learner(),
         }
-    }
-
-    /// Learners serve only serializable reads, as etcd's.
-    fn refuse_learner(&self) -> Result<(), ServerError> {
-        if self.raft.is_learner() {
-            return Err(ServerError::NotSupportedForLearner);
-        }
-        Ok(())
     }
 
     /// Waits until this member has applied everything committed when the call began, as
@@ -462,7 +459,6 @@ impl Server {
         &self,
         request: internal_request::Request,
     ) -> Result<R, ServerError> {
-        self.refuse_learner()?;
         let mut response = R::from_applied(self.propose(request).await?).map_err(|other| {
             ServerError::Internal(format!(
                 "the apply loop answered with the wrong kind of response: {other:?}"
@@ -487,7 +483,11 @@ impl Server {
             return Err(ServerError::EmptyKey);
         }
         if !request.serializable {
-            self.refuse_learner()?;
+            // The API's learner gate lets every range through, since it cannot see whether
+            // one is serializable: a learner serves only those, as etcd's.
+            if self.is_learner() {
+                return Err(ServerError::NotSupportedForLearner);
+            }
             self.read_barrier().await?;
         }
         let view = self.store.read_view()?;
@@ -518,7 +518,6 @@ impl Server {
         let mut response = if kv::is_read_only(&request) {
             // Nothing to replicate: evaluate on a local view once it is known to be current.
             if !kv::is_serializable(&request) {
-                self.refuse_learner()?;
                 self.read_barrier().await?;
             }
             let mut view = self.store.read_view()?;
@@ -567,7 +566,6 @@ impl Server {
     /// A keep-alive, answered by the leader from memory (a follower forwards it): the
     /// lease's TTL, or None if unknown.
     pub async fn lease_renew(&self, id: i64) -> Result<Option<i64>, ServerError> {
-        self.refuse_learner()?;
         let leader = self.raft.leader();
         if leader == 0 {
             return Err(ServerError::NoLeader);
@@ -612,14 +610,12 @@ impl Server {
 
     /// `LeaseTimeToLive`, answered by the leader: keep-alives renew only its clock, so a
     /// follower forwards it, as etcd does. While there is no leader, or it cannot be reached,
-    /// it is asked again until the request times out. None if the lease is unknown. Learners
-    /// refuse it, as etcd's do.
+    /// it is asked again until the request times out. None if the lease is unknown.
     pub async fn lease_time_to_live(
         &self,
         id: i64,
         with_keys: bool,
     ) -> Result<Option<LeaseTimeToLive>, ServerError> {
-        self.refuse_learner()?;
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         loop {
             let leader = self.raft.leader();
@@ -717,7 +713,6 @@ impl Server {
         peer_urls: Vec<String>,
         is_learner: bool,
     ) -> Result<(Member, Vec<Member>), ServerError> {
-        self.refuse_learner()?;
         if peer_urls.is_empty() || peer_urls.iter().any(|u| !valid_peer_url(u)) {
             return Err(ServerError::BadMemberUrls);
         }
@@ -753,7 +748,6 @@ impl Server {
     }
 
     pub async fn member_remove(&self, id: u64) -> Result<Vec<Member>, ServerError> {
-        self.refuse_learner()?;
         let member = self.membership.get(id).ok_or(ServerError::MemberNotFound)?;
         if self.strict_reconfig_check && !member.is_learner {
             self.membership.check_quorum_after(-1, Some(id))?;
@@ -767,7 +761,6 @@ impl Server {
         id: u64,
         peer_urls: Vec<String>,
     ) -> Result<Vec<Member>, ServerError> {
-        self.refuse_learner()?;
         if peer_urls.is_empty() || peer_urls.iter().any(|u| !valid_peer_url(u)) {
             return Err(ServerError::BadMemberUrls);
         }
@@ -798,7 +791,6 @@ impl Server {
 
     /// `MemberPromote`: only a learner that holds nearly all of the leader's log, as etcd.
     pub async fn member_promote(&self, id: u64) -> Result<Vec<Member>, ServerError> {
-        self.refuse_learner()?;
         let member = self.membership.get(id).ok_or(ServerError::MemberNotFound)?;
         if !member.is_learner {
             return Err(ServerError::NotLearner);
