@@ -1,5 +1,5 @@
 //! The simulation over a budget of seeds, as CI runs it. `CAIRN_SIM_SEEDS` sets how many
-//! (default 1000) and `CAIRN_SIM_START` the first, e.g. to explore new seeds nightly:
+//! (default 10000) and `CAIRN_SIM_START` the first, e.g. to explore new seeds nightly:
 //!
 //! ```sh
 //! CAIRN_SIM_SEEDS=20000 CAIRN_SIM_START=1000000 cargo test --release -p cairn-sim --test seeds
@@ -18,7 +18,7 @@ fn env_number(name: &str, default: u64) -> u64 {
 
 #[test]
 fn every_seed_stays_safe_settles_and_is_linearizable() {
-    let seeds = env_number("CAIRN_SIM_SEEDS", 1000);
+    let seeds = env_number("CAIRN_SIM_SEEDS", 10_000);
     let start = env_number("CAIRN_SIM_START", 0);
     let options = Options::default();
     let mut total = Report::default();
