@@ -1,6 +1,7 @@
 //! The API layer: etcd's v3 gRPC services (tonic) over the server core, with request-size
 //! limits, etcd's learner and require-leader checks, and the mapping of server errors to
-//! etcd's status codes and messages.
+//! etcd's status codes and messages. Client connections are read through `authority`, which
+//! mends the URL-shaped `:authority` etcdctl's `--cluster` commands send.
 //!
 //! Services not built yet (Auth, Lock, Election) are not registered,
 //! so clients get gRPC `Unimplemented` for them. This crate must never reach below the server

@@ -6,7 +6,7 @@
 //! the one the log says), then that the cluster settles once faults stop, then that the
 //! clients' history is linearizable. A failing seed replays exactly.
 //!
-//! It drives the same raft library with the same configuration as Cairn, and must never
+//! It runs cairn-raft's own Ready loop core and log store (see below), and must never
 //! depend on cairn-server, cairn-api or the binary: it is the first place a cluster bug is
 //! found, so it has to build and run without them. It keeps no clock, starts no thread and
 //! never lets hash-map order decide anything (raft-rs's own maps use a fixed hasher; its
