@@ -31,8 +31,8 @@
 //! (the leader's backend exported once it reaches the snapshot's index, written on the
 //! receiver before raft sees the message), processes (kill -9 and restart, SIGSTOP and
 //! resume), and an operator changing membership (a new member joins as a learner, is
-//! promoted once it holds nearly all of the log; voters are removed and stop). Not
-//! modelled: leader transfer, leases, the members table, request size limits.
+//! promoted once it holds nearly all of the log; voters are removed and stop) and moving
+//! the leader (`MoveLeader`). Not modelled: leases, the members table, request size limits.
 
 mod apply;
 mod disk;

@@ -115,7 +115,7 @@ fn main() -> ExitCode {
         args.count as f64 / elapsed.max(1e-9)
     );
     println!(
-        "simulated {:.0} s in {} steps: {} elections, {} crashes, {} pauses, {} partitions, {} membership changes, {} snapshots taken, {} installed",
+        "simulated {:.0} s in {} steps: {} elections, {} crashes, {} pauses, {} partitions, {} membership changes, {} leader transfers asked, {} snapshots taken, {} installed",
         total.simulated_us as f64 / 1e6,
         total.steps,
         total.elections,
@@ -123,6 +123,7 @@ fn main() -> ExitCode {
         total.pauses,
         total.partitions,
         total.membership_changes,
+        total.leader_transfers,
         total.snapshots_taken,
         total.snapshots_installed
     );

@@ -88,6 +88,10 @@ pub enum Input {
     Unreachable {
         to: u64,
     },
+    /// An operator's `MoveLeader`: hand leadership to `to`.
+    TransferLeader {
+        to: u64,
+    },
     /// From the apply loop: how far it got, so the in-memory log can be trimmed.
     Applied {
         index: u64,
@@ -631,6 +635,7 @@ impl Member {
                 delivered: status == SnapshotStatus::Finish,
             },
             Input::Unreachable { to } => CoreRequest::Unreachable(to),
+            Input::TransferLeader { to } => CoreRequest::TransferLeader(to),
             Input::Applied { index } => CoreRequest::Applied(index),
             Input::Persisted { index } => CoreRequest::Persisted(index),
         };

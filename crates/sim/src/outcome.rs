@@ -106,6 +106,8 @@ pub struct Report {
     pub partitions: u64,
     /// Membership changes committed: learners added, promoted, voters removed.
     pub membership_changes: u64,
+    /// Leader transfers asked of a leader (`MoveLeader`).
+    pub leader_transfers: u64,
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
     pub messages_sent: u64,
@@ -128,6 +130,7 @@ impl Report {
         self.pauses += other.pauses;
         self.partitions += other.partitions;
         self.membership_changes += other.membership_changes;
+        self.leader_transfers += other.leader_transfers;
         self.snapshots_taken += other.snapshots_taken;
         self.snapshots_installed += other.snapshots_installed;
         self.messages_sent += other.messages_sent;

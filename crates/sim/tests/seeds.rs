@@ -43,6 +43,10 @@ fn every_seed_stays_safe_settles_and_is_linearizable() {
         );
         assert!(total.partitions > seeds / 2, "few partitions: {total:?}");
         assert!(
+            total.leader_transfers > seeds / 10,
+            "few leader transfers: {total:?}"
+        );
+        assert!(
             total.snapshots_installed > seeds / 10,
             "few snapshot installs: {total:?}"
         );

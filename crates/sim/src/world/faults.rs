@@ -76,6 +76,7 @@ impl World {
                     until as f64 / 1000.0
                 ));
             }
+            93..=96 => self.transfer_leadership()?,
             _ => {}
         }
         let next = self.now + self.rng.between(100_000, 2_000_000);
@@ -130,6 +131,35 @@ impl World {
                 },
                 io,
             );
+            Ok(TurnEnd::Done)
+        })
+    }
+
+    /// An operator's `MoveLeader`: the leader is asked to hand over to another voter.
+    fn transfer_leadership(&mut self) -> Result<(), Violation> {
+        let Some(leader) = self.leader() else {
+            return Ok(());
+        };
+        let Slot::Up(member) = &self.slots[leader] else {
+            return Ok(());
+        };
+        let others: Vec<u64> = member
+            .membership()
+            .0
+            .into_iter()
+            .filter(|&voter| voter != leader as u64 + 1)
+            .collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        let to = *self.rng.pick(&others);
+        self.report.leader_transfers += 1;
+        self.trace_line(format_args!(
+            "asking member {} to hand leadership to member {to}",
+            leader + 1
+        ));
+        self.with_member(leader, |m, io| {
+            m.deliver(Input::TransferLeader { to }, io);
             Ok(TurnEnd::Done)
         })
     }
