@@ -269,7 +269,8 @@ impl<R> RaftCore<R> {
             let reads: Vec<WaitingRead<R>> = self.waiting_reads.drain(..).collect();
             self.reads_in_flight
                 .insert(self.read_seq, ReadsInFlight { reads, issued: now });
-            self.raw.read_index(self.read_seq.to_be_bytes().to_vec());
+            self.raw
+                .read_index(read_context(self.raw.raft.id, self.read_seq));
             return;
         }
         let timeout = self.settings.read_index_timeout;
@@ -341,10 +342,10 @@ impl<R> RaftCore<R> {
 
     fn answer_reads(&mut self, states: Vec<raft::ReadState>, effects: &mut impl ReadyEffects<R>) {
         for state in states {
-            let Ok(seq) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else {
+            let Some(seq) = read_seq_of(&state.request_ctx, self.raw.raft.id) else {
                 continue;
             };
-            if let Some(batch) = self.reads_in_flight.remove(&u64::from_be_bytes(seq)) {
+            if let Some(batch) = self.reads_in_flight.remove(&seq) {
                 for waiting in batch.reads {
                     effects.read_index(waiting.read, Ok(state.index));
                 }
@@ -385,6 +386,25 @@ impl<R> RaftCore<R> {
     }
 }
 
+/// The context a batch of reads goes to raft under: this member's ID, then the batch's
+/// number. The leader keeps pending read-index requests by context and ignores a second one
+/// with a context it already holds, so contexts must differ across members: with the number
+/// alone, two members' batches collided and one waited an election timeout to be asked again.
+fn read_context(member: u64, seq: u64) -> Vec<u8> {
+    let mut context = Vec::with_capacity(16);
+    context.extend_from_slice(&member.to_be_bytes());
+    context.extend_from_slice(&seq.to_be_bytes());
+    context
+}
+
+/// The batch number in a read state's context, if the context is this member's.
+fn read_seq_of(context: &[u8], member: u64) -> Option<u64> {
+    let (id, seq) = context.split_at_checked(8)?;
+    let id = u64::from_be_bytes(id.try_into().ok()?);
+    let seq = u64::from_be_bytes(seq.try_into().ok()?);
+    (id == member).then_some(seq)
+}
+
 fn report_dropped<R>(id: u64, result: raft::Result<()>, effects: &mut impl ReadyEffects<R>) {
     if let Err(e) = result {
         let error = match e {
@@ -392,5 +412,180 @@ fn report_dropped<R>(id: u64, result: raft::Result<()>, effects: &mut impl Ready
             other => RaftError::Raft(other),
         };
         effects.dropped(id, error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A log kept in raft-rs's memory alone: enough to drive cores against each other.
+    struct MemoryLog(MemStorage);
+
+    impl LogStorage for MemoryLog {
+        fn append_entries(&mut self, entries: &[Entry]) -> Result<(), RaftError> {
+            Ok(self.0.wl().append(entries)?)
+        }
+
+        fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), RaftError> {
+            self.0.wl().set_hardstate(hard_state.clone());
+            Ok(())
+        }
+
+        fn set_commit(&mut self, commit: u64) -> Result<(), RaftError> {
+            self.0.wl().mut_hard_state().commit = commit;
+            Ok(())
+        }
+
+        fn set_conf_state(&mut self, conf_state: &ConfState) -> Result<(), RaftError> {
+            self.0.wl().set_conf_state(conf_state.clone());
+            Ok(())
+        }
+
+        fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), RaftError> {
+            Ok(self.0.wl().apply_snapshot(snapshot.clone())?)
+        }
+
+        fn sync(&mut self) -> Result<(), RaftError> {
+            Ok(())
+        }
+
+        fn snapshot_index(&self) -> u64 {
+            0
+        }
+
+        fn snapshot(&mut self, _index: u64) -> Result<(), RaftError> {
+            Ok(())
+        }
+
+        fn compact_memory(&mut self, _applied: u64, _retained: u64) -> Result<(), RaftError> {
+            Ok(())
+        }
+    }
+
+    /// What one member's core did: messages out, and the reads it answered (by read tag).
+    #[derive(Default)]
+    struct Recorded {
+        messages: Vec<Message>,
+        answered: Vec<(u32, u64)>,
+    }
+
+    impl ReadyEffects<u32> for Recorded {
+        fn send(&mut self, messages: Vec<Message>) {
+            self.messages.extend(messages);
+        }
+
+        fn snapshot_installed(&mut self, _index: u64, _term: u64) {}
+
+        fn committed(&mut self, _entries: Vec<Entry>) {}
+
+        fn dropped(&mut self, id: u64, error: RaftError) {
+            panic!("proposal {id} dropped: {error}");
+        }
+
+        fn read_index(&mut self, read: u32, result: Result<u64, RaftError>) {
+            self.answered
+                .push((read, result.expect("a read index while a leader serves")));
+        }
+    }
+
+    struct Member {
+        core: RaftCore<u32>,
+        log: MemoryLog,
+        recorded: Recorded,
+    }
+
+    fn three_members() -> Vec<Member> {
+        (1..=3)
+            .map(|id| {
+                let memory =
+                    MemStorage::new_with_conf_state(ConfState::from((vec![1, 2, 3], vec![])));
+                let settings = CoreSettings {
+                    tick_interval: Duration::from_millis(100),
+                    read_index_timeout: Duration::from_secs(5),
+                    snapshot_entries: 1000,
+                };
+                Member {
+                    core: RaftCore::start(id, 10, 0, memory.clone(), settings).expect("start"),
+                    log: MemoryLog(memory),
+                    recorded: Recorded::default(),
+                }
+            })
+            .collect()
+    }
+
+    /// Runs every Ready and delivers every message until the cluster is quiet. No tick
+    /// passes, so nothing is asked again after an election timeout.
+    fn settle(members: &mut [Member]) {
+        loop {
+            for member in members.iter_mut() {
+                member
+                    .core
+                    .issue_reads(Duration::ZERO, &mut member.recorded);
+                while let Some(ready) = member
+                    .core
+                    .start_ready(&mut member.log, &mut member.recorded)
+                    .expect("start ready")
+                {
+                    member
+                        .core
+                        .finish_ready(ready, &mut member.log, &mut member.recorded)
+                        .expect("finish ready");
+                }
+            }
+            let messages: Vec<Message> = members
+                .iter_mut()
+                .flat_map(|m| std::mem::take(&mut m.recorded.messages))
+                .collect();
+            if messages.is_empty() {
+                return;
+            }
+            for message in messages {
+                let to = &mut members[message.to as usize - 1];
+                to.core
+                    .handle(
+                        CoreRequest::Step(Box::new(message)),
+                        Duration::ZERO,
+                        &mut to.log,
+                        &mut to.recorded,
+                    )
+                    .expect("step");
+            }
+        }
+    }
+
+    fn read(member: &mut Member, tag: u32) {
+        member
+            .core
+            .handle(
+                CoreRequest::ReadIndex(tag),
+                Duration::ZERO,
+                &mut member.log,
+                &mut member.recorded,
+            )
+            .expect("read");
+    }
+
+    /// Every member numbers its batches from 1, so the leader's first batch and a follower's
+    /// arrive at the leader under the same number; both must still be answered at once.
+    #[test]
+    fn reads_from_several_members_at_once_are_all_answered() {
+        let mut members = three_members();
+        members[0].core.raw_mut().campaign().expect("campaign");
+        settle(&mut members);
+        assert_eq!(members[0].core.raw().raft.state, StateRole::Leader);
+        for (i, member) in members.iter_mut().enumerate() {
+            read(member, i as u32);
+        }
+        settle(&mut members);
+        for (i, member) in members.iter().enumerate() {
+            let tags: Vec<u32> = member
+                .recorded
+                .answered
+                .iter()
+                .map(|(tag, _)| *tag)
+                .collect();
+            assert_eq!(tags, vec![i as u32], "member {} answered {tags:?}", i + 1);
+        }
     }
 }
