@@ -664,6 +664,68 @@ pub fn normalise_durations(line: &str) -> String {
     squeezed
 }
 
+/// How a tool's stdout or stderr is turned into the text compared.
+pub type Normalise<'a> = &'a dyn Fn(&[u8]) -> String;
+
+/// The command lines where etcdctl and cairnctl answered differently, collected so that one
+/// run reports all of them.
+#[derive(Default)]
+pub struct Differences {
+    failures: Vec<String>,
+    compared: usize,
+}
+
+impl Differences {
+    /// Compares the two tools' runs of one command line: stdout, stderr and exit status, all
+    /// normalised by `norm`.
+    pub fn compare(&mut self, what: &str, etcdctl: &Output, cairnctl: &Output, norm: Normalise) {
+        self.compare_each(what, (etcdctl, norm), (cairnctl, norm), true);
+    }
+
+    /// Compares stdout and stderr, each tool's normalised by its own function, and the exit
+    /// statuses when `statuses` (not for a child the test stopped itself).
+    pub fn compare_each(
+        &mut self,
+        what: &str,
+        (etcdctl, norm_etcdctl): (&Output, Normalise),
+        (cairnctl, norm_cairnctl): (&Output, Normalise),
+        statuses: bool,
+    ) {
+        self.compared += 1;
+        let same = norm_etcdctl(&etcdctl.stdout) == norm_cairnctl(&cairnctl.stdout)
+            && norm_etcdctl(&etcdctl.stderr) == norm_cairnctl(&cairnctl.stderr)
+            && (!statuses || etcdctl.status.code() == cairnctl.status.code());
+        if !same {
+            self.failures.push(format!(
+                "=== {what}\n--- etcdctl: {}\n--- cairnctl: {}\n--- normalised etcdctl:\n{}\n{}\n--- normalised cairnctl:\n{}\n{}",
+                describe(etcdctl),
+                describe(cairnctl),
+                norm_etcdctl(&etcdctl.stdout),
+                norm_etcdctl(&etcdctl.stderr),
+                norm_cairnctl(&cairnctl.stdout),
+                norm_cairnctl(&cairnctl.stderr),
+            ));
+        }
+    }
+
+    /// Records a failure found some other way.
+    pub fn note(&mut self, failure: String) {
+        self.failures.push(failure);
+    }
+
+    #[track_caller]
+    pub fn assert_clean(self) {
+        eprintln!("compared {} command lines", self.compared);
+        assert!(
+            self.failures.is_empty(),
+            "{} of {} command lines differ:\n{}",
+            self.failures.len(),
+            self.compared,
+            self.failures.join("\n")
+        );
+    }
+}
+
 /// The first event on a watch stream, skipping responses without one (the creation, progress
 /// notifications); panics if none arrives within `timeout` or the stream ends.
 pub async fn first_watch_event(

@@ -19,7 +19,9 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use cairn_tests::cluster::{Cluster, ClusterOptions};
-use cairn_tests::{cairnctl, describe, etcdctl, normalise_durations, replace_after};
+use cairn_tests::{
+    Differences, Normalise, cairnctl, describe, etcdctl, normalise_durations, replace_after,
+};
 
 const FORMATS: [&str; 5] = ["simple", "json", "fields", "table", "protobuf"];
 
@@ -64,63 +66,18 @@ impl Tool {
     }
 }
 
-/// Turns a run's stdout or stderr into the text compared.
-type Normalise<'a> = &'a dyn Fn(&[u8]) -> String;
-
-/// Collects mismatches so one run reports all of them.
-#[derive(Default)]
-struct Report {
-    failures: Vec<String>,
-    compared: usize,
-}
-
-impl Report {
-    /// Compares two runs, each normalised by its own function.
-    fn compare(
-        &mut self,
-        what: &str,
-        (etcdctl, norm_etcdctl): (&Output, Normalise),
-        (cairnctl, norm_cairnctl): (&Output, Normalise),
-    ) {
-        self.compared += 1;
-        let same = norm_etcdctl(&etcdctl.stdout) == norm_cairnctl(&cairnctl.stdout)
-            && norm_etcdctl(&etcdctl.stderr) == norm_cairnctl(&cairnctl.stderr)
-            && etcdctl.status.code() == cairnctl.status.code();
-        if !same {
-            self.failures.push(format!(
-                "=== {what}\n--- etcdctl: {}\n--- cairnctl: {}\n--- normalised etcdctl:\n{}\n{}\n--- normalised cairnctl:\n{}\n{}",
-                describe(etcdctl),
-                describe(cairnctl),
-                norm_etcdctl(&etcdctl.stdout),
-                norm_etcdctl(&etcdctl.stderr),
-                norm_cairnctl(&cairnctl.stdout),
-                norm_cairnctl(&cairnctl.stderr),
-            ));
-        }
-    }
-
+/// This file's way of comparing the two tools, over the shared [`Differences`].
+trait ClusterComparisons {
     /// Both tools, same endpoints and arguments, one normalisation (each run repeated while
     /// refused as "not yet").
+    fn same_cluster(&mut self, endpoints: &str, args: &[&str], norm: Normalise);
+}
+
+impl ClusterComparisons for Differences {
     fn same_cluster(&mut self, endpoints: &str, args: &[&str], norm: Normalise) {
         let e = Tool::Etcdctl.run_when_ready(endpoints, args);
         let c = Tool::Cairnctl.run_when_ready(endpoints, args);
-        self.compare(
-            &format!("--endpoints={endpoints} {args:?}"),
-            (&e, norm),
-            (&c, norm),
-        );
-    }
-
-    #[track_caller]
-    fn assert_clean(self) {
-        eprintln!("compared {} command lines", self.compared);
-        assert!(
-            self.failures.is_empty(),
-            "{} of {} command lines differ:\n{}",
-            self.failures.len(),
-            self.compared,
-            self.failures.join("\n")
-        );
+        self.compare(&format!("--endpoints={endpoints} {args:?}"), &e, &c, norm);
     }
 }
 
@@ -483,7 +440,7 @@ fn reads_and_refusals_match_on_the_same_cluster() {
     let ep0 = cluster.member(0).endpoint();
     let all: Vec<String> = (0..3).map(|i| cluster.member(i).endpoint()).collect();
     let all = all.join(",");
-    let mut report = Report::default();
+    let mut report = Differences::default();
 
     for w in FORMATS {
         // One endpoint: the header names the member that answered.
@@ -604,17 +561,18 @@ fn reads_and_refusals_match_on_the_same_cluster() {
 /// Runs a change once per tool: `run` sets up a subject, runs the tool on it, cleans up, and
 /// returns the tool's output and the subject to normalise it by.
 fn compare_change(
-    report: &mut Report,
+    report: &mut Differences,
     what: &str,
     members_field: u64,
     mut run: impl FnMut(Tool) -> (Output, Subject),
 ) {
     let (e, e_subject) = run(Tool::Etcdctl);
     let (c, c_subject) = run(Tool::Cairnctl);
-    report.compare(
+    report.compare_each(
         what,
         (&e, &|b| e_subject.normalise(b, members_field)),
         (&c, &|b| c_subject.normalise(b, members_field)),
+        true,
     );
 }
 
@@ -624,7 +582,7 @@ fn membership_changes_match() {
     cluster.wait_for_leader(LEADER_TIMEOUT);
     let ep0 = cluster.member(0).endpoint();
     let mut urls = UnusedPeerUrls(10000);
-    let mut report = Report::default();
+    let mut report = Differences::default();
 
     // member add: a learner in every format, a voter in two; removed again after each run
     // (etcd takes one learner at a time).
@@ -739,8 +697,9 @@ fn membership_changes_match() {
     let promote_idle = ["member", "promote", idle.as_str()];
     report.compare(
         &format!("{promote_idle:?} of a learner that never started"),
-        (&Tool::Etcdctl.run(&ep0, &promote_idle), &normalise_run),
-        (&Tool::Cairnctl.run(&ep0, &promote_idle), &normalise_run),
+        &Tool::Etcdctl.run(&ep0, &promote_idle),
+        &Tool::Cairnctl.run(&ep0, &promote_idle),
+        &normalise_run,
     );
     let another = format!("--peer-urls={}", urls.next());
     report.same_cluster(
@@ -775,7 +734,7 @@ fn move_leader_matches() {
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
     let all: Vec<String> = (0..3).map(|i| cluster.member(i).endpoint()).collect();
     let all = all.join(",");
-    let mut report = Report::default();
+    let mut report = Differences::default();
 
     // Refusals, with the leader where it is.
     let follower = cluster.follower_of(leader);
@@ -837,7 +796,7 @@ fn failover_across_endpoints_matches() {
     let all = all.join(",");
     let victim_first = format!("{victim_ep},{survivor_ep}");
     let timeout = "--command-timeout=1s";
-    let mut report = Report::default();
+    let mut report = Differences::default();
 
     // An endpoint nobody listens on, first.
     let nobody_first = format!("127.0.0.1:1,{survivor_ep}");

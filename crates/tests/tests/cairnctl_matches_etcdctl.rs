@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use cairn_tests::{
-    Server, cairnctl, cairnctl_stdin, describe, etcdctl, etcdctl_stdin, normalise_durations,
-    replace_after, workspace_bin,
+    Differences, Server, cairnctl, cairnctl_stdin, describe, etcdctl, etcdctl_stdin,
+    normalise_durations, replace_after, workspace_bin,
 };
 
 /// Replaces the digits after `marker` with `ID`.
@@ -76,50 +76,10 @@ fn normalise_twins(bytes: &[u8], endpoint: &str) -> String {
     s
 }
 
-/// Collects mismatches so one run reports all of them.
-#[derive(Default)]
-struct Report {
-    failures: Vec<String>,
-    compared: usize,
-}
-
-impl Report {
-    fn compare(
-        &mut self,
-        what: &str,
-        etcdctl: &Output,
-        cairnctl: &Output,
-        norm: &dyn Fn(&[u8]) -> String,
-    ) {
-        self.compared += 1;
-        let same = norm(&etcdctl.stdout) == norm(&cairnctl.stdout)
-            && norm(&etcdctl.stderr) == norm(&cairnctl.stderr)
-            && etcdctl.status.code() == cairnctl.status.code();
-        if !same {
-            self.failures.push(format!(
-                "=== {what}\n--- etcdctl: {}\n--- cairnctl: {}",
-                describe(etcdctl),
-                describe(cairnctl)
-            ));
-        }
-    }
-
-    #[track_caller]
-    fn assert_clean(self) {
-        assert!(
-            self.failures.is_empty(),
-            "{} of {} command lines differ:\n{}",
-            self.failures.len(),
-            self.compared,
-            self.failures.join("\n")
-        );
-    }
-}
-
 const FORMATS: [&str; 5] = ["simple", "json", "fields", "table", "protobuf"];
 
 /// Both tools, same server, same arguments (and stdin).
-fn same_server(report: &mut Report, ep: &str, args: &[&str], stdin: Option<&str>) {
+fn same_server(report: &mut Differences, ep: &str, args: &[&str], stdin: Option<&str>) {
     let (e, c) = match stdin {
         Some(input) => (
             etcdctl_stdin(ep, args, input),
@@ -156,7 +116,7 @@ fn reads_and_failures_match_on_the_same_server() {
     let ep = server.endpoint();
     let ep = ep.as_str();
     seed(ep);
-    let mut report = Report::default();
+    let mut report = Differences::default();
 
     for w in FORMATS {
         for args in [
@@ -312,7 +272,7 @@ fn reads_and_failures_match_on_the_same_server() {
 
 /// Runs etcdctl on `a` and cairnctl on `b` and compares with the servers' differences
 /// normalised.
-fn twins(report: &mut Report, a: &Server, b: &Server, args: &[&str], stdin: Option<&str>) {
+fn twins(report: &mut Differences, a: &Server, b: &Server, args: &[&str], stdin: Option<&str>) {
     let (ea, eb) = (a.endpoint(), b.endpoint());
     let (e, c) = match stdin {
         Some(input) => (
@@ -321,25 +281,19 @@ fn twins(report: &mut Report, a: &Server, b: &Server, args: &[&str], stdin: Opti
         ),
         None => (etcdctl(&ea, args), cairnctl(&eb, args)),
     };
-    let what = format!("{args:?} stdin={stdin:?}");
-    let (ea2, eb2) = (ea.clone(), eb.clone());
-    let norm_e = normalise_twins(&e.stdout, &ea2) + &normalise_twins(&e.stderr, &ea2);
-    let norm_c = normalise_twins(&c.stdout, &eb2) + &normalise_twins(&c.stderr, &eb2);
-    report.compared += 1;
-    if norm_e != norm_c || e.status.code() != c.status.code() {
-        report.failures.push(format!(
-            "=== {what}\n--- etcdctl: {}\n--- cairnctl: {}",
-            describe(&e),
-            describe(&c)
-        ));
-    }
+    report.compare_each(
+        &format!("{args:?} stdin={stdin:?}"),
+        (&e, &|bytes| normalise_twins(bytes, &ea)),
+        (&c, &|bytes| normalise_twins(bytes, &eb)),
+        true,
+    );
 }
 
 #[test]
 fn writes_match_on_twin_servers() {
     let a = Server::start();
     let b = Server::start();
-    let mut report = Report::default();
+    let mut report = Differences::default();
     let script: Vec<(Vec<&str>, Option<&str>)> = vec![
         (vec!["put", "k1", "v1"], None),
         (vec!["put", "k1", "v2", "--prev-kv"], None),
@@ -442,7 +396,7 @@ fn environment_variables_match() {
     let server = Server::start();
     let ep = server.endpoint();
     seed(&ep);
-    let mut report = Report::default();
+    let mut report = Differences::default();
     let cases: &[EnvCase] = &[
         (&["get", "foo"], &[("ETCDCTL_WRITE_OUT", "json")]),
         (
@@ -483,7 +437,7 @@ fn unreachable_endpoints_match() {
     let good = server.endpoint();
     seed(&good);
     let dead = "127.0.0.1:1";
-    let mut report = Report::default();
+    let mut report = Differences::default();
     let both = format!("{dead},{good}");
     let good_first = format!("{good},{dead}");
     let cases: Vec<(&str, Vec<&str>)> = vec![
@@ -562,7 +516,7 @@ fn bytes_that_are_not_utf8_match() {
         b"",
     );
     assert!(put.status.success(), "{}", describe(&put));
-    let mut report = Report::default();
+    let mut report = Differences::default();
     let cases: &[(&[&[u8]], &[u8])] = &[
         (&[b"get", b"k\xff\xc3"], b""),
         (&[b"get", b"k\xff", b"--prefix", b"-w", b"fields"], b""),

@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cairn_tests::{Server, describe, etcdctl, etcdctl_stdin, replace_after, workspace_bin};
+use cairn_tests::{
+    Differences, Server, describe, etcdctl, etcdctl_stdin, replace_after, workspace_bin,
+};
 
 /// The longest a child may take to print what it is expected to print, or to exit.
 const CHILD_LIMIT: Duration = Duration::from_secs(15);
@@ -243,31 +245,34 @@ impl Norm {
     }
 }
 
-/// Collects mismatches so one run reports all of them.
-#[derive(Default)]
-struct Report {
-    failures: Vec<String>,
-    compared: usize,
-}
-
-impl Report {
-    /// `status`: whether the exit statuses must match too (not for children stopped by
-    /// the test).
-    fn compare(&mut self, what: &str, e: &Output, c: &Output, norm: &Norm, status: bool) {
-        self.compared += 1;
-        let same = norm.apply(&e.stdout) == norm.apply(&c.stdout)
-            && norm.apply(&e.stderr) == norm.apply(&c.stderr)
-            && (!status || e.status.code() == c.status.code());
-        if !same {
-            self.failures.push(format!(
-                "=== {what}\n--- etcdctl: {}\n--- cairnctl: {}",
-                describe(e),
-                describe(c)
-            ));
-        }
-    }
+/// This file's ways of comparing the two tools, over the shared [`Differences`].
+trait WatchLeaseComparisons {
+    /// Compares the two tools' outputs under `norm`; exit statuses too when `status`.
+    fn compare_normed(&mut self, what: &str, e: &Output, c: &Output, norm: &Norm, status: bool);
 
     /// Both tools, one after the other, same arguments, environment and stdin.
+    fn same(
+        &mut self,
+        ep: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&str>,
+        norm: &Norm,
+    );
+
+    /// Keeps the comparisons meaningful: etcdctl's output must contain `marker`.
+    fn expect(&mut self, what: &str, e: &Output, marker: &[u8], wanted: bool);
+
+    /// Like [`WatchLeaseComparisons::same`] for many commands run all at once, each bounded by `limit`.
+    fn same_at_once(&mut self, ep: &str, cases: &[Vec<&str>], norm: &Norm, limit: Duration);
+}
+
+impl WatchLeaseComparisons for Differences {
+    fn compare_normed(&mut self, what: &str, e: &Output, c: &Output, norm: &Norm, status: bool) {
+        let apply = |bytes: &[u8]| norm.apply(bytes);
+        self.compare_each(what, (e, &apply), (c, &apply), status);
+    }
+
     fn same(
         &mut self,
         ep: &str,
@@ -278,7 +283,7 @@ impl Report {
     ) {
         let e = run(Tool::Etcdctl, ep, args, env, stdin);
         let c = run(Tool::Cairnctl, ep, args, env, stdin);
-        self.compare(
+        self.compare_normed(
             &format!("{args:?} env={env:?} stdin={stdin:?}"),
             &e,
             &c,
@@ -287,10 +292,9 @@ impl Report {
         );
     }
 
-    /// Keeps the comparisons meaningful: etcdctl's output must contain `marker`.
     fn expect(&mut self, what: &str, e: &Output, marker: &[u8], wanted: bool) {
         if wanted && !contains(&e.stdout, marker) {
-            self.failures.push(format!(
+            self.note(format!(
                 "=== {what}: etcdctl did not print {:?}\n{}",
                 String::from_utf8_lossy(marker),
                 describe(e)
@@ -298,7 +302,6 @@ impl Report {
         }
     }
 
-    /// Like [`Report::same`] for many commands run all at once, each bounded by `limit`.
     fn same_at_once(&mut self, ep: &str, cases: &[Vec<&str>], norm: &Norm, limit: Duration) {
         let running: Vec<Running> = cases
             .iter()
@@ -311,19 +314,8 @@ impl Report {
             .collect();
         for (i, args) in cases.iter().enumerate() {
             let what = format!("{args:?}");
-            self.compare(&what, &outputs[2 * i], &outputs[2 * i + 1], norm, true);
+            self.compare_normed(&what, &outputs[2 * i], &outputs[2 * i + 1], norm, true);
         }
-    }
-
-    #[track_caller]
-    fn assert_clean(self) {
-        assert!(
-            self.failures.is_empty(),
-            "{} of {} comparisons differ:\n{}",
-            self.failures.len(),
-            self.compared,
-            self.failures.join("\n")
-        );
     }
 }
 
@@ -367,7 +359,7 @@ fn lease_commands_match_etcdctl() {
     let server = Server::start();
     let ep = server.endpoint();
     let ep = ep.as_str();
-    let mut report = Report::default();
+    let mut report = Differences::default();
     let plain = Norm::default();
 
     // Argument errors, usage and help.
@@ -463,7 +455,7 @@ fn lease_commands_match_etcdctl() {
             leases: granted.clone(),
             ..Norm::default()
         };
-        report.compare(&format!("{args:?}"), &e, &c, &norm, true);
+        report.compare_normed(&format!("{args:?}"), &e, &c, &norm, true);
     }
     for w in FORMATS {
         let (le, lc) = (grant(ep, "100"), grant(ep, "100"));
@@ -486,10 +478,10 @@ fn lease_commands_match_etcdctl() {
             leases: vec![le, lc],
             ..Norm::default()
         };
-        report.compare(&format!("lease revoke -w {w}"), &e, &c, &norm, true);
+        report.compare_normed(&format!("lease revoke -w {w}"), &e, &c, &norm, true);
         let e = run(Tool::Etcdctl, ep, &["lease", "revoke", &he], &[], None);
         let c = run(Tool::Cairnctl, ep, &["lease", "revoke", &hc], &[], None);
-        report.compare("lease revoke (again)", &e, &c, &norm, true);
+        report.compare_normed("lease revoke (again)", &e, &c, &norm, true);
     }
     for id in granted {
         let _ = etcdctl(ep, &["lease", "revoke", &format!("{id:x}")]);
@@ -533,11 +525,9 @@ fn lease_commands_match_etcdctl() {
         };
         report.expect(&format!("lease keep-alive -w {w}"), e, b"", true);
         if e.stdout.is_empty() {
-            report
-                .failures
-                .push(format!("lease keep-alive -w {w}: etcdctl printed nothing"));
+            report.note(format!("lease keep-alive -w {w}: etcdctl printed nothing"));
         }
-        report.compare(&format!("lease keep-alive -w {w}"), e, c, &norm, true);
+        report.compare_normed(&format!("lease keep-alive -w {w}"), e, c, &norm, true);
     }
     report.assert_clean();
 }
@@ -577,7 +567,7 @@ fn watch_matches_etcdctl() {
     let server = Server::start();
     let ep = server.endpoint();
     let ep = ep.as_str();
-    let mut report = Report::default();
+    let mut report = Differences::default();
     let plain = Norm::default();
 
     // Argument errors (each ends by itself).
@@ -657,7 +647,7 @@ fn watch_matches_etcdctl() {
         // A table watch fails at its first event; the others are stopped here.
         let status = args.contains(&"table");
         report.expect(&format!("{args:?}"), &outputs[2 * i], marker, !status);
-        report.compare(
+        report.compare_normed(
             &format!("{args:?}"),
             &outputs[2 * i],
             &outputs[2 * i + 1],
@@ -696,7 +686,7 @@ fn watch_matches_etcdctl() {
     }
     let outs: Vec<Output> = rs.into_iter().map(|r| r.finish(CHILD_LIMIT)).collect();
     report.expect("watch -i (simple)", &outs[0], b"progress notify: ", true);
-    report.compare("watch -i (simple)", &outs[0], &outs[1], &plain, true);
+    report.compare_normed("watch -i (simple)", &outs[0], &outs[1], &plain, true);
 
     // Two interactive watches print concurrently: compare their JSON lines as a set. A
     // third one fails at its creation, and the others go on.
@@ -718,7 +708,7 @@ fn watch_matches_etcdctl() {
         sort: true,
         ..Norm::default()
     };
-    report.compare(
+    report.compare_normed(
         "watch -i -w json (two watches)",
         &outs[0],
         &outs[1],
@@ -781,7 +771,7 @@ fn watch_matches_etcdctl() {
         })
         .collect();
     if first[0] != first[1] || statuses[0] != statuses[1] || statuses[0] != Some(13) {
-        report.failures.push(format!(
+        report.note(format!(
             "watch | head: first events {first:?}, killed by signals {statuses:?} (from revision {next})"
         ));
     }
