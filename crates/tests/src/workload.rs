@@ -310,21 +310,61 @@ pub async fn read_prefix(
     }
 }
 
-/// A linearizable get of `key`, recorded in `history` as `client`'s. Returns the value (None:
-/// absent) or the failure, described.
-pub async fn recorded_get(
+/// Sends `input` to the cluster and records the attempt in `history` as `tag`'s: the answer,
+/// or the failure or timeout, described.
+pub async fn recorded(
     client: &mut Client,
     history: &History,
     tag: usize,
-    key: &str,
+    input: KvInput,
     timeout: Duration,
-) -> Result<Option<Vec<u8>>, String> {
-    let call = history.call(tag, KvInput::Get { key: key.into() });
-    match tokio::time::timeout(timeout, client.get(key, None)).await {
-        Ok(Ok(response)) => {
-            let value = response.kvs().first().map(|kv| kv.value().to_vec());
-            call.returned(KvOutput::Get(value.clone()));
-            Ok(value)
+) -> Result<KvOutput, String> {
+    let call = history.call(tag, input.clone());
+    let answer = match input {
+        KvInput::Get { key } => tokio::time::timeout(timeout, client.get(key, None))
+            .await
+            .map(|r| {
+                r.map(|response| {
+                    KvOutput::Get(response.kvs().first().map(|kv| kv.value().to_vec()))
+                })
+            }),
+        KvInput::Put { key, value } => tokio::time::timeout(timeout, client.put(key, value, None))
+            .await
+            .map(|r| r.map(|_| KvOutput::Put)),
+        KvInput::Delete { key } => tokio::time::timeout(timeout, client.delete(key, None))
+            .await
+            .map(|r| {
+                r.map(|response| KvOutput::Delete {
+                    deleted: response.deleted(),
+                })
+            }),
+        KvInput::Txn {
+            key,
+            expected,
+            success,
+            failure,
+        } => {
+            let compare = match expected {
+                Some(value) => Compare::value(key, CompareOp::Equal, value),
+                None => Compare::version(key, CompareOp::Equal, 0),
+            };
+            let txn = Txn::new()
+                .when([compare])
+                .and_then(success.iter().map(txn_op).collect::<Vec<_>>())
+                .or_else(failure.iter().map(txn_op).collect::<Vec<_>>());
+            tokio::time::timeout(timeout, client.txn(txn))
+                .await
+                .map(|r| {
+                    r.map(|response| KvOutput::Txn {
+                        succeeded: response.succeeded(),
+                    })
+                })
+        }
+    };
+    match answer {
+        Ok(Ok(output)) => {
+            call.returned(output.clone());
+            Ok(output)
         }
         Ok(Err(error)) => {
             let described = error.to_string();
@@ -338,7 +378,23 @@ pub async fn recorded_get(
     }
 }
 
-/// A put of `key`=`value`, recorded in `history` as `client`'s. Ok when acknowledged.
+/// A linearizable get of `key`, recorded in `history` as `tag`'s. Returns the value (None:
+/// absent) or the failure, described.
+pub async fn recorded_get(
+    client: &mut Client,
+    history: &History,
+    tag: usize,
+    key: &str,
+    timeout: Duration,
+) -> Result<Option<Vec<u8>>, String> {
+    let input = KvInput::Get { key: key.into() };
+    match recorded(client, history, tag, input, timeout).await? {
+        KvOutput::Get(value) => Ok(value),
+        other => unreachable!("a get answered {other:?}"),
+    }
+}
+
+/// A put of `key`=`value`, recorded in `history` as `tag`'s. Ok when acknowledged.
 pub async fn recorded_put(
     client: &mut Client,
     history: &History,
@@ -347,28 +403,13 @@ pub async fn recorded_put(
     value: &str,
     timeout: Duration,
 ) -> Result<(), String> {
-    let call = history.call(
-        tag,
-        KvInput::Put {
-            key: key.into(),
-            value: value.into(),
-        },
-    );
-    match tokio::time::timeout(timeout, client.put(key, value, None)).await {
-        Ok(Ok(_)) => {
-            call.returned(KvOutput::Put);
-            Ok(())
-        }
-        Ok(Err(error)) => {
-            let described = error.to_string();
-            call.failed(&error);
-            Err(described)
-        }
-        Err(_) => {
-            call.timed_out(timeout);
-            Err(format!("no answer within {timeout:?}"))
-        }
-    }
+    let input = KvInput::Put {
+        key: key.into(),
+        value: value.into(),
+    };
+    recorded(client, history, tag, input, timeout)
+        .await
+        .map(drop)
 }
 
 /// The next operation a client makes.
@@ -486,67 +527,11 @@ impl ClientState {
         last_seen: &mut HashMap<Vec<u8>, Option<Vec<u8>>>,
     ) -> Option<KvInput> {
         let timeout = self.options.request_timeout;
-        let call = self.history.call(self.client, input.clone());
-        let answer = match &input {
-            KvInput::Get { key } => tokio::time::timeout(timeout, client.get(key.clone(), None))
-                .await
-                .map(|r| {
-                    r.map(|response| {
-                        KvOutput::Get(response.kvs().first().map(|kv| kv.value().to_vec()))
-                    })
-                }),
-            KvInput::Put { key, value } => {
-                tokio::time::timeout(timeout, client.put(key.clone(), value.clone(), None))
-                    .await
-                    .map(|r| r.map(|_| KvOutput::Put))
-            }
-            KvInput::Delete { key } => {
-                tokio::time::timeout(timeout, client.delete(key.clone(), None))
-                    .await
-                    .map(|r| {
-                        r.map(|response| KvOutput::Delete {
-                            deleted: response.deleted(),
-                        })
-                    })
-            }
-            KvInput::Txn {
-                key,
-                expected,
-                success,
-                failure,
-            } => {
-                let compare = match expected {
-                    Some(value) => Compare::value(key.clone(), CompareOp::Equal, value.clone()),
-                    None => Compare::version(key.clone(), CompareOp::Equal, 0),
-                };
-                let txn = Txn::new()
-                    .when([compare])
-                    .and_then(success.iter().map(txn_op).collect::<Vec<_>>())
-                    .or_else(failure.iter().map(txn_op).collect::<Vec<_>>());
-                tokio::time::timeout(timeout, client.txn(txn))
-                    .await
-                    .map(|r| {
-                        r.map(|response| KvOutput::Txn {
-                            succeeded: response.succeeded(),
-                        })
-                    })
-            }
-        };
-        match answer {
-            Ok(Ok(output)) => {
-                remember(&input, &output, last_seen);
-                call.returned(output);
-                Some(input)
-            }
-            Ok(Err(error)) => {
-                call.failed(&error);
-                None
-            }
-            Err(_) => {
-                call.timed_out(timeout);
-                None
-            }
-        }
+        let output = recorded(client, &self.history, self.client, input.clone(), timeout)
+            .await
+            .ok()?;
+        remember(&input, &output, last_seen);
+        Some(input)
     }
 }
 
