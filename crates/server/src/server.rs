@@ -109,6 +109,12 @@ pub struct Server {
     removed: watch::Receiver<bool>,
 }
 
+/// Who answers a call only the leader may answer.
+enum LeaderCall {
+    Here,
+    Forward(u64),
+}
+
 /// Raised once this member learns it was removed from the cluster: it applied its own removal,
 /// or a peer refused it as removed.
 #[derive(Default)]
@@ -566,21 +572,26 @@ impl Server {
     /// A keep-alive, answered by the leader from memory (a follower forwards it): the
     /// lease's TTL, or None if unknown.
     pub async fn lease_renew(&self, id: i64) -> Result<Option<i64>, ServerError> {
-        let leader = self.raft.leader();
-        if leader == 0 {
-            return Err(ServerError::NoLeader);
-        }
-        if leader != self.member_id {
-            return self
+        match self.leader_call()? {
+            LeaderCall::Here => self.lease_renew_as_leader(id),
+            LeaderCall::Forward(leader) => self
                 .transport
                 .forward_lease_renew(leader, id)
                 .await
                 .map_err(|e| {
                     tracing::debug!(error = %e, "lease keep-alive not forwarded to the leader");
                     ServerError::NoLeader
-                });
+                }),
         }
-        self.lease_renew_as_leader(id)
+    }
+
+    /// Where a call only the leader may answer goes: here, or forwarded to the leader.
+    fn leader_call(&self) -> Result<LeaderCall, ServerError> {
+        match self.raft.leader() {
+            0 => Err(ServerError::NoLeader),
+            leader if leader == self.member_id => Ok(LeaderCall::Here),
+            leader => Ok(LeaderCall::Forward(leader)),
+        }
     }
 
     /// A keep-alive on the leader.
@@ -618,13 +629,11 @@ impl Server {
     ) -> Result<Option<LeaseTimeToLive>, ServerError> {
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         loop {
-            let leader = self.raft.leader();
-            let answer = if leader == 0 {
-                Err(ServerError::NoLeader)
-            } else if leader == self.member_id {
-                self.lease_time_to_live_as_leader(id, with_keys)
-            } else {
-                self.transport
+            let answer = match self.leader_call() {
+                Err(e) => Err(e),
+                Ok(LeaderCall::Here) => self.lease_time_to_live_as_leader(id, with_keys),
+                Ok(LeaderCall::Forward(leader)) => self
+                    .transport
                     .forward_lease_time_to_live(leader, id, with_keys)
                     .await
                     .map(|response| {
@@ -637,7 +646,7 @@ impl Server {
                     .map_err(|e| {
                         tracing::debug!(error = %e, "lease time-to-live not answered by the leader");
                         ServerError::Timeout
-                    })
+                    }),
             };
             match answer {
                 Ok(ttl) => return Ok(ttl),
@@ -660,7 +669,6 @@ impl Server {
         Ok(self.lessor.time_to_live(id, with_keys))
     }
 
-    /// Waits for a proposal whose outcome comes back under `id`.
     /// Waits for the outcome of proposal `id`, registered before it was proposed.
     async fn wait_applied(
         &self,
@@ -808,12 +816,9 @@ impl Server {
 
     /// Asks the leader (this member or, forwarded, another) whether learner `id` is in sync.
     async fn learner_in_sync(&self, id: u64) -> Result<bool, ServerError> {
-        let leader = self.raft.leader();
-        if leader == 0 {
-            return Err(ServerError::NoLeader);
-        }
-        if leader != self.member_id {
-            return self
+        match self.leader_call()? {
+            LeaderCall::Here => self.learner_in_sync_as_leader(id).await,
+            LeaderCall::Forward(leader) => self
                 .transport
                 .forward_learner_in_sync(leader, id)
                 .await
@@ -822,9 +827,8 @@ impl Server {
                         ServerError::Internal(status.message().to_owned())
                     }
                     _ => ServerError::NoLeader,
-                });
+                }),
         }
-        self.learner_in_sync_as_leader(id).await
     }
 
     /// Whether learner `id` holds enough of this member's log, asked of the leader (this
