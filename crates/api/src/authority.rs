@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::ops::Range;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -50,8 +51,13 @@ enum Mode {
 
 /// A header block gathered from a HEADERS frame and its CONTINUATION frames.
 struct PendingBlock {
+    /// The frames as they came.
     original: BytesMut,
-    fragments: Vec<u8>,
+    /// Where the HEADERS frame's fragment lies in `original`.
+    first_fragment: Range<usize>,
+    /// The whole block, once CONTINUATION frames add to it. A block in one frame (nearly
+    /// every one) is read in place instead.
+    joined: Option<BytesMut>,
     stream_id: u32,
     /// The HEADERS frame's flags.
     flags: u8,
@@ -165,19 +171,13 @@ impl AuthorityRewriter {
             let Some((priority, fragment)) =
                 split_headers_payload(&frame[FRAME_HEADER_LEN..], flags)
             else {
-                self.pending = Some(PendingBlock {
-                    original: frame,
-                    fragments: Vec::new(),
-                    stream_id,
-                    flags,
-                    priority: None,
-                });
-                self.give_up(output)?;
+                self.pass_on(frame, output)?;
                 return Ok(true);
             };
             self.pending = Some(PendingBlock {
-                fragments: fragment.to_vec(),
                 original: frame,
+                first_fragment: FRAME_HEADER_LEN + fragment.start..FRAME_HEADER_LEN + fragment.end,
+                joined: None,
                 stream_id,
                 flags,
                 priority,
@@ -187,9 +187,10 @@ impl AuthorityRewriter {
                 .pending
                 .as_mut()
                 .expect("a CONTINUATION is taken only inside a block");
-            pending
-                .fragments
-                .extend_from_slice(&frame[FRAME_HEADER_LEN..]);
+            let joined = pending.joined.get_or_insert_with(|| {
+                BytesMut::from(&pending.original[pending.first_fragment.clone()])
+            });
+            joined.extend_from_slice(&frame[FRAME_HEADER_LEN..]);
             pending.original.unsplit(frame);
         }
         let too_big = self
@@ -206,11 +207,22 @@ impl AuthorityRewriter {
 
     /// Stops looking at this connection: what is held goes on as it came.
     fn give_up(&mut self, output: &mut VecDeque<Bytes>) -> Result<(), Desynchronised> {
+        let held = self.pending.take().map(|pending| pending.original);
+        self.pass_on(held.unwrap_or_default(), output)
+    }
+
+    /// Stops looking at this connection, after passing on `held` as it came.
+    fn pass_on(
+        &mut self,
+        held: impl Into<Bytes>,
+        output: &mut VecDeque<Bytes>,
+    ) -> Result<(), Desynchronised> {
         if self.rewriting {
             return Err(Desynchronised);
         }
-        if let Some(pending) = self.pending.take() {
-            output.push_back(pending.original.freeze());
+        let held = held.into();
+        if !held.is_empty() {
+            output.push_back(held);
         }
         self.mode = Mode::PassThrough;
         Ok(())
@@ -221,12 +233,16 @@ impl AuthorityRewriter {
             .pending
             .take()
             .expect("a block is finished only while one is held");
-        let Ok(mut block) = self.decoder.decode(&pending.fragments) else {
-            self.pending = Some(pending);
-            return self.give_up(output);
+        let original = pending.original.freeze();
+        let fragments = match pending.joined {
+            Some(joined) => joined.freeze(),
+            None => original.slice(pending.first_fragment),
+        };
+        let Ok(mut block) = self.decoder.decode(&fragments) else {
+            return self.pass_on(original, output);
         };
         if !mend_authority(&mut block) && !self.rewriting {
-            output.push_back(pending.original.freeze());
+            output.push_back(original);
             return Ok(());
         }
         self.rewriting = true;
@@ -241,7 +257,10 @@ impl AuthorityRewriter {
 }
 
 /// A HEADERS payload without its padding: the priority fields, if any, and the block fragment.
-fn split_headers_payload(payload: &[u8], flags: u8) -> Option<(Option<[u8; PRIORITY_LEN]>, &[u8])> {
+fn split_headers_payload(
+    payload: &[u8],
+    flags: u8,
+) -> Option<(Option<[u8; PRIORITY_LEN]>, Range<usize>)> {
     let mut body = payload;
     let mut padding = 0;
     if flags & PADDED != 0 {
@@ -256,14 +275,15 @@ fn split_headers_payload(payload: &[u8], flags: u8) -> Option<(Option<[u8; PRIOR
         body = rest;
     }
     let fragment_len = body.len().checked_sub(padding)?;
-    Some((priority, &body[..fragment_len]))
+    let start = payload.len() - body.len();
+    Some((priority, start..start + fragment_len))
 }
 
 /// Cuts an `:authority` that is a URL down to its `host:port`; true if any was cut.
 fn mend_authority(block: &mut HeaderBlock) -> bool {
     let mut mended = false;
     for field in &mut block.fields {
-        if field.name != b":authority" {
+        if field.name != b":authority"[..] {
             continue;
         }
         let Some(scheme_end) = field.value.windows(3).position(|w| w == b"://") else {
@@ -271,7 +291,7 @@ fn mend_authority(block: &mut HeaderBlock) -> bool {
         };
         let rest = &field.value[scheme_end + 3..];
         let host_len = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
-        field.value = rest[..host_len].to_vec();
+        field.value = field.value.slice(scheme_end + 3..scheme_end + 3 + host_len);
         mended = true;
     }
     mended
@@ -478,12 +498,12 @@ mod tests {
 
     fn authorities(decoder: &mut Decoder, block: &[u8]) -> Vec<Vec<u8>> {
         decoder
-            .decode(block)
+            .decode(&Bytes::copy_from_slice(block))
             .expect("decodes")
             .fields
             .into_iter()
-            .filter(|f| f.name == b":authority")
-            .map(|f| f.value)
+            .filter(|f| f.name == b":authority"[..])
+            .map(|f| f.value.to_vec())
             .collect()
     }
 
@@ -515,7 +535,7 @@ mod tests {
                 if got.0 == HEADERS {
                     assert_eq!(
                         authorities(&mut decoder, &got.3),
-                        vec![b"127.0.0.1:2379".to_vec()]
+                        vec![Bytes::from_static(b"127.0.0.1:2379")]
                     );
                 } else {
                     assert_eq!(got.3, sent.3, "other frames pass unchanged");
@@ -557,7 +577,7 @@ mod tests {
         let mut decoder = Decoder::new(HEADER_TABLE_SIZE);
         assert_eq!(
             authorities(&mut decoder, &payload[PRIORITY_LEN..]),
-            vec![b"10.0.0.1:2379".to_vec()]
+            vec![Bytes::from_static(b"10.0.0.1:2379")]
         );
     }
 
@@ -567,13 +587,13 @@ mod tests {
             table_size_updates: Vec::new(),
             fields: vec![
                 HeaderField {
-                    name: b":authority".to_vec(),
-                    value: b"http://127.0.0.1:2379".to_vec(),
+                    name: Bytes::from_static(b":authority"),
+                    value: Bytes::from_static(b"http://127.0.0.1:2379"),
                     never_indexed: false,
                 },
                 HeaderField {
-                    name: b"x-big".to_vec(),
-                    value: vec![b'x'; 40_000],
+                    name: Bytes::from_static(b"x-big"),
+                    value: vec![b'x'; 40_000].into(),
                     never_indexed: false,
                 },
             ],
@@ -599,9 +619,9 @@ mod tests {
         assert_eq!(output.last().expect("frames").1, END_HEADERS);
         let joined: Vec<u8> = output.iter().flat_map(|f| f.3.clone()).collect();
         let decoded = Decoder::new(HEADER_TABLE_SIZE)
-            .decode(&joined)
+            .decode(&joined.into())
             .expect("decodes");
-        assert_eq!(decoded.fields[0].value, b"127.0.0.1:2379");
+        assert_eq!(decoded.fields[0].value, b"127.0.0.1:2379"[..]);
         assert_eq!(decoded.fields[1].value.len(), 40_000);
     }
 

@@ -4,6 +4,8 @@
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
+
 /// A header block that does not decode. The caller passes the bytes on untouched and lets the
 /// HTTP/2 server refuse them with its own error.
 #[derive(Debug, PartialEq, Eq)]
@@ -11,8 +13,8 @@ pub(crate) struct Malformed;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct HeaderField {
-    pub name: Vec<u8>,
-    pub value: Vec<u8>,
+    pub name: Bytes,
+    pub value: Bytes,
     /// The client asked that no intermediary ever index this field (RFC 7541 §6.2.3).
     pub never_indexed: bool,
 }
@@ -213,18 +215,21 @@ fn decode_integer(input: &mut &[u8], prefix_bits: u32) -> Result<usize, Malforme
     }
 }
 
-fn decode_string(input: &mut &[u8]) -> Result<Vec<u8>, Malformed> {
+/// Reads a string literal from the front of `input`, a view of `block`: a plain literal is a
+/// slice of the block, so only a Huffman-coded one is copied.
+fn decode_string(input: &mut &[u8], block: &Bytes) -> Result<Bytes, Malformed> {
     let huffman = input.first().ok_or(Malformed)? & 0x80 != 0;
     let length = decode_integer(input, 7)?;
     if length > input.len() {
         return Err(Malformed);
     }
+    let start = block.len() - input.len();
     let (raw, rest) = input.split_at(length);
     *input = rest;
     if huffman {
-        huffman_decode(raw)
+        huffman_decode(raw).map(Bytes::from)
     } else {
-        Ok(raw.to_vec())
+        Ok(block.slice(start..start + length))
     }
 }
 
@@ -259,7 +264,7 @@ pub(crate) fn encode_literal_block(block: &HeaderBlock) -> Vec<u8> {
         let flags = if field.never_indexed { 0x10 } else { 0x00 };
         match STATIC_TABLE
             .iter()
-            .position(|(name, _)| name.as_bytes() == field.name.as_slice())
+            .position(|(name, _)| name.as_bytes() == field.name)
         {
             Some(index) => encode_integer(&mut out, flags, 4, index + 1),
             None => {
@@ -279,7 +284,9 @@ fn entry_size(name: &[u8], value: &[u8]) -> usize {
 
 /// The decoding side of one connection: its dynamic table outlives every header block.
 pub(crate) struct Decoder {
-    dynamic: VecDeque<(Vec<u8>, Vec<u8>)>,
+    /// Entries share their bytes with the blocks they came from: a field named by index costs
+    /// a reference count, not a copy.
+    dynamic: VecDeque<(Bytes, Bytes)>,
     size: usize,
     max_size: usize,
     /// The most a table size update may ask for; HTTP/2's SETTINGS_HEADER_TABLE_SIZE.
@@ -296,7 +303,8 @@ impl Decoder {
         }
     }
 
-    pub(crate) fn decode(&mut self, mut input: &[u8]) -> Result<HeaderBlock, Malformed> {
+    pub(crate) fn decode(&mut self, encoded: &Bytes) -> Result<HeaderBlock, Malformed> {
+        let mut input: &[u8] = encoded;
         let mut block = HeaderBlock::default();
         while let Some(&first) = input.first() {
             if first & 0x80 != 0 {
@@ -308,7 +316,7 @@ impl Decoder {
                     never_indexed: false,
                 });
             } else if first & 0xc0 == 0x40 {
-                let (name, value) = self.literal(&mut input, 6)?;
+                let (name, value) = self.literal(&mut input, 6, encoded)?;
                 self.insert(name.clone(), value.clone());
                 block.fields.push(HeaderField {
                     name,
@@ -329,7 +337,7 @@ impl Decoder {
                 block.table_size_updates.push(size);
             } else {
                 let never_indexed = first & 0x10 != 0;
-                let (name, value) = self.literal(&mut input, 4)?;
+                let (name, value) = self.literal(&mut input, 4, encoded)?;
                 block.fields.push(HeaderField {
                     name,
                     value,
@@ -344,29 +352,33 @@ impl Decoder {
         &self,
         input: &mut &[u8],
         prefix_bits: u32,
-    ) -> Result<(Vec<u8>, Vec<u8>), Malformed> {
+        block: &Bytes,
+    ) -> Result<(Bytes, Bytes), Malformed> {
         let name_index = decode_integer(input, prefix_bits)?;
         let name = if name_index == 0 {
-            decode_string(input)?
+            decode_string(input, block)?
         } else {
             self.entry(name_index)?.0
         };
-        let value = decode_string(input)?;
+        let value = decode_string(input, block)?;
         Ok((name, value))
     }
 
-    fn entry(&self, index: usize) -> Result<(Vec<u8>, Vec<u8>), Malformed> {
+    fn entry(&self, index: usize) -> Result<(Bytes, Bytes), Malformed> {
         match index {
             0 => Err(Malformed),
             1..=61 => {
                 let (name, value) = STATIC_TABLE[index - 1];
-                Ok((name.as_bytes().to_vec(), value.as_bytes().to_vec()))
+                Ok((
+                    Bytes::from_static(name.as_bytes()),
+                    Bytes::from_static(value.as_bytes()),
+                ))
             }
             _ => self.dynamic.get(index - 62).cloned().ok_or(Malformed),
         }
     }
 
-    fn insert(&mut self, name: Vec<u8>, value: Vec<u8>) {
+    fn insert(&mut self, name: Bytes, value: Bytes) {
         let size = entry_size(&name, &value);
         if size > self.max_size {
             // An entry larger than the table empties it and is not added (RFC 7541 §4.4).
@@ -393,12 +405,13 @@ impl Decoder {
 mod tests {
     use super::*;
 
-    fn hex(text: &str) -> Vec<u8> {
+    fn hex(text: &str) -> Bytes {
         let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
         digits
             .chunks(2)
             .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
-            .collect()
+            .collect::<Vec<u8>>()
+            .into()
     }
 
     fn fields(block: &HeaderBlock) -> Vec<(String, String)> {
@@ -407,8 +420,8 @@ mod tests {
             .iter()
             .map(|f| {
                 (
-                    String::from_utf8(f.name.clone()).unwrap(),
-                    String::from_utf8(f.value.clone()).unwrap(),
+                    String::from_utf8(f.name.to_vec()).unwrap(),
+                    String::from_utf8(f.value.to_vec()).unwrap(),
                 )
             })
             .collect()
@@ -445,7 +458,7 @@ mod tests {
     fn integers_with_continuation_bytes_decode() {
         // RFC 7541 C.1.2: 1337 with a 5-bit prefix.
         let bytes = hex("1f9a0a");
-        let mut input = bytes.as_slice();
+        let mut input: &[u8] = &bytes;
         assert_eq!(decode_integer(&mut input, 5), Ok(1337));
         assert!(input.is_empty());
         let mut out = Vec::new();
@@ -531,20 +544,22 @@ mod tests {
             table_size_updates: vec![2048],
             fields: vec![
                 HeaderField {
-                    name: b":authority".to_vec(),
-                    value: b"127.0.0.1:2379".to_vec(),
+                    name: Bytes::from_static(b":authority"),
+                    value: Bytes::from_static(b"127.0.0.1:2379"),
                     never_indexed: false,
                 },
                 HeaderField {
-                    name: b"x-custom".to_vec(),
-                    value: vec![b'v'; 300],
+                    name: Bytes::from_static(b"x-custom"),
+                    value: vec![b'v'; 300].into(),
                     never_indexed: true,
                 },
             ],
         };
         let mut decoder = Decoder::new(4096);
         assert_eq!(
-            decoder.decode(&encode_literal_block(&block)).unwrap(),
+            decoder
+                .decode(&encode_literal_block(&block).into())
+                .unwrap(),
             block
         );
         assert!(decoder.dynamic.is_empty());
