@@ -465,6 +465,18 @@ pub(crate) fn system_program(name: &str) -> PathBuf {
 /// (`target/<profile>/deps/<test>-<hash>`) or example (`target/<profile>/examples/<name>`).
 /// Panics if it has not been built.
 pub fn workspace_bin(name: &str) -> PathBuf {
+    let path = profile_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if !path.is_file() {
+        panic!(
+            "{} not found: run `cargo build --bins` first",
+            path.display()
+        );
+    }
+    path
+}
+
+/// `target/<profile>`, found from the running test executable or example.
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let mut dir = exe
         .parent()
@@ -473,14 +485,15 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     if dir.ends_with("deps") || dir.ends_with("examples") {
         dir.pop();
     }
-    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if !path.is_file() {
-        panic!(
-            "{} not found: run `cargo build --bins` first",
-            path.display()
-        );
-    }
-    path
+    dir
+}
+
+/// The target directory (`target`, or `CARGO_TARGET_DIR`) the tests were built in.
+pub fn target_dir() -> PathBuf {
+    profile_dir()
+        .parent()
+        .expect("the profile directory is inside the target directory")
+        .to_path_buf()
 }
 
 fn ctl_command(program: &Path, endpoint: &str, args: &[&str]) -> Command {

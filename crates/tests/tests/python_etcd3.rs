@@ -8,17 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cairn_tests::{Server, describe};
+use cairn_tests::{Server, describe, target_dir};
 
-/// `<target dir>/python-etcd3/bin/python`, the target dir found from this test's executable
-/// (`<target dir>/<profile>/deps/<test>`), as `scripts/test` uses `CARGO_TARGET_DIR`.
+/// `<target dir>/python-etcd3/bin/python`, where `scripts/test` puts it.
 fn etcd3_python() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let target_dir = exe
-        .ancestors()
-        .nth(3)
-        .expect("the test runs from <target dir>/<profile>/deps");
-    let python = target_dir.join("python-etcd3/bin/python");
+    let python = target_dir().join("python-etcd3/bin/python");
     assert!(
         python.exists(),
         "{} is missing: run scripts/test, which creates it with \
